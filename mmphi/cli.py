@@ -1,0 +1,95 @@
+"""``mmphi``: one entry point, one verb per job.
+
+Each verb is a typed function taking one config dataclass (``mmphi.settings``). Its flags are
+generated from the dataclass; their defaults come from the recipe (``--recipe tiny``).
+Heavy modules (torch, transformers) are imported only when a verb runs, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+from mmphi import settings
+from mmphi.config import ConfigError, add_arguments, from_args, load_recipe, recipe_names
+from mmphi.errors import MmphiError
+
+
+@dataclass(frozen=True)
+class Verb:
+    config: type
+    target: str  # "module:function"
+    help: str
+
+
+VERBS: dict[str, Verb] = {
+    "world": Verb(settings.WorldConfig, "mmphi.world.build:build_world",
+                  "generate the synthetic shapes world (images, captions, conversations, corpus, speech)"),
+    "demo": Verb(settings.DemoConfig, "mmphi.demo:run_demo",
+                 "the whole tiny journey end to end on the embedded default, then a report"),
+}
+
+
+def _parser(verb: str | None, recipe: dict) -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="mmphi",
+        description="Turn a small language model into a multimodal (image + audio + text) assistant.",
+        epilog="Run 'mmphi VERB --help' for the settings of a verb. Recipes: " + ", ".join(recipe_names()),
+    )
+    sub = root.add_subparsers(dest="verb", metavar="VERB")
+    for name, v in VERBS.items():
+        p = sub.add_parser(name, help=v.help, description=v.help)
+        p.add_argument("--recipe", default="tiny",
+                       help="recipe name (" + ", ".join(recipe_names()) + ") or path to a YAML file "
+                            "(default: tiny)")
+        if name == verb:
+            add_arguments(p, v.config, recipe.get(name) or {})
+    return root
+
+
+def _peek_recipe(argv: list[str]) -> str:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe", default="tiny")
+    known, _ = pre.parse_known_args(argv)
+    return known.recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        recipe = load_recipe(_peek_recipe(argv)) if verb in VERBS else {}
+    except ConfigError as err:
+        print(f"mmphi: error: {err}", file=sys.stderr)
+        return 2
+    parser = _parser(verb if verb in VERBS else None, recipe)
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    spec = VERBS[args.verb]
+    try:
+        cfg = from_args(spec.config, recipe, args.verb, args)
+    except ConfigError as err:
+        print(f"mmphi {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    module, func = spec.target.split(":")
+    try:
+        result = getattr(importlib.import_module(module), func)(cfg)
+    except MmphiError as err:
+        print(f"mmphi {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nmmphi {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, dict) and os.environ.get("MMPHI_PRINT_SUMMARY", "1") == "1":
+        print(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

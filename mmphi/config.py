@@ -1,0 +1,214 @@
+"""Typed configuration: dataclasses filled from a YAML recipe, then from CLI flags.
+
+Order of precedence (last wins): dataclass default -> recipe section -> command-line flag.
+Every field carries a ``help`` string in its metadata; the CLI is generated from it, so
+``mmphi VERB --help`` documents every field with the recipe's value as the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmphi.errors import MmphiError
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(MmphiError, ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a help string (and a mutable default handled properly)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
+    """Load a recipe by name (``tiny``, ``phi2``) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown recipe {str(name_or_path)!r}; known recipes: {', '.join(recipe_names())} "
+                              "(or pass the path of a YAML file)")
+    if not path.exists():
+        raise ConfigError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, with a clear error."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name}: a value is required")
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if base in (int, float, str):
+            if base is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return base(value)
+        if origin is list or base is list:
+            (item,) = typing.get_args(base) or (str,)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v]
+            return [_coerce(name, item, v) for v in value]
+        if origin is dict or base is dict:
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
+        if origin is typing.Literal:
+            choices = typing.get_args(base)
+            if value not in choices:
+                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+            return value
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{name}: cannot read {value!r} as {getattr(base, '__name__', base)}") from err
+    return value
+
+
+def build(cls: type, *layers: dict[str, Any]) -> Any:
+    """Instantiate ``cls`` from successive override dicts (later wins); unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            key = key.replace("-", "_")
+            if key not in names:
+                raise ConfigError(f"unknown setting {key!r} for {cls.__name__}; known: {', '.join(sorted(names))}")
+            kwargs[key] = _coerce(key, hints[key], value)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(str(err)) from err
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------------------- CLI glue
+def add_arguments(parser: argparse.ArgumentParser, cls: type, recipe_defaults: dict[str, Any]) -> None:
+    """One flag per dataclass field; defaults shown are the recipe's (or the dataclass')."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("cli") is False:
+            continue
+        base, _ = _unwrap_optional(hints[f.name])
+        default = recipe_defaults.get(f.name, f.default if f.default is not dataclasses.MISSING
+                                      else f.default_factory())  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help", "")
+        shown = json.dumps(default) if isinstance(default, (dict, list)) else default
+        text = f"{text} (default: {shown})"
+        if base is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        metavar = f.name.upper()
+        if typing.get_origin(base) is typing.Literal:
+            metavar = "{" + ",".join(map(str, typing.get_args(base))) + "}"
+        elif typing.get_origin(base) is dict or base is dict:
+            metavar = "JSON"
+        elif typing.get_origin(base) is list:
+            metavar = "A,B,..."
+        parser.add_argument(flag, dest=f.name, default=None, metavar=metavar, help=text)
+
+
+def from_args(cls: type, recipe: dict[str, Any], section: str, args: argparse.Namespace) -> Any:
+    flags = {k: v for k, v in vars(args).items()
+             if v is not None and k in {f.name for f in dataclasses.fields(cls)}}
+    return build(cls, recipe.get(section) or {}, flags)
+
+
+@dataclass
+class TrainArgs:
+    """Knobs of the shared training loop (``mmphi.train.fit``) common to every training verb."""
+
+    out: str = opt("runs/run", "run directory (metrics.jsonl, checkpoints/, final/, loss.png)")
+    seed: int = opt(0, "random seed (model init, data order, dropout)")
+    max_steps: int = opt(1000, "optimizer steps to train for")
+    max_minutes: float = opt(0.0, "stop (and save) after this many minutes of training; 0 = no limit")
+    batch_size: int = opt(32, "micro-batch size per process")
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step")
+    lr: float = opt(1e-3, "peak learning rate")
+    min_lr_ratio: float = opt(0.1, "final learning rate of the cosine schedule, as a fraction of lr")
+    warmup_steps: int = opt(50, "linear warm-up steps")
+    weight_decay: float = opt(0.01, "AdamW weight decay (not applied to biases and norms)")
+    beta2: float = opt(0.95, "AdamW beta2")
+    grad_clip: float = opt(1.0, "clip the gradient norm to this value; 0 disables")
+    optimizer: typing.Literal["auto", "adamw", "adamw8bit"] = opt(
+        "auto", "optimizer; auto = 8-bit AdamW (bitsandbytes) on CUDA, torch AdamW otherwise")
+    precision: typing.Literal["auto", "fp32", "bf16"] = opt(
+        "auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
+    grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    log_every: int = opt(10, "log a metrics line every N steps")
+    eval_every: int = opt(100, "evaluate on the validation split every N steps")
+    eval_batches: int = opt(8, "validation micro-batches per evaluation")
+    save_every: int = opt(200, "write a resumable checkpoint every N steps")
+    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
+    resume: bool = opt(False, "continue from the last complete checkpoint in --out")
+    num_workers: int = opt(0, "data-loader worker processes")
+
+    def __post_init__(self) -> None:
+        check(self.max_steps > 0, f"max_steps must be > 0, got {self.max_steps}")
+        check(self.max_minutes >= 0, f"max_minutes must be >= 0, got {self.max_minutes}")
+        check(self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}")
+        check(self.grad_accum > 0, f"grad_accum must be > 0, got {self.grad_accum}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        check(self.grad_clip >= 0, f"grad_clip must be >= 0, got {self.grad_clip}")
+        for name in ("log_every", "eval_every", "save_every", "keep_checkpoints"):
+            check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        check(self.eval_batches >= 0, f"eval_batches must be >= 0, got {self.eval_batches}")

@@ -1,0 +1,43 @@
+"""Configuration of every verb: one dataclass each, validated in ``__post_init__``.
+
+Recipes (``configs/*.yaml``) hold one section per verb with the same field names; flags on the
+command line override them. Field help strings are what ``mmphi VERB --help`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mmphi.config import check, opt
+
+
+@dataclass
+class WorldConfig:
+    out: str = opt("runs/world", "output folder (train/ val/ test/ splits and world.json)")
+    seed: int = opt(0, "random seed; the same seed gives byte-identical files")
+    scenes: int = opt(2000, "image scenes over all splits")
+    val_frac: float = opt(0.1, "fraction of scenes in the val split")
+    test_frac: float = opt(0.1, "fraction of scenes in the test split")
+    corpus_scenes: int = opt(20000, "extra text-only scenes described in the train corpus")
+    speech: int = opt(0, "number of test questions spoken with espeak-ng into test/speech/")
+    image_size: int = opt(96, "image side in pixels (a 3x3 grid of slots)")
+    max_objects: int = opt(3, "objects per scene: 1..max_objects (at most 5 slots)")
+    max_turns: int = opt(4, "question rounds per train conversation: 1..max_turns")
+
+    def __post_init__(self) -> None:
+        check(self.scenes >= 3, f"scenes must be >= 3 (one per split), got {self.scenes}")
+        check(0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1,
+              "val_frac and test_frac must be in (0, 1) and sum to less than 1")
+        check(self.corpus_scenes >= 0, f"corpus_scenes must be >= 0, got {self.corpus_scenes}")
+        check(self.speech >= 0, f"speech must be >= 0, got {self.speech}")
+        check(self.image_size >= 24 and self.image_size % 3 == 0,
+              f"image_size must be a multiple of 3 and >= 24, got {self.image_size}")
+        check(1 <= self.max_objects <= 5, f"max_objects must be in 1..5, got {self.max_objects}")
+        check(1 <= self.max_turns <= 6, f"max_turns must be in 1..6, got {self.max_turns}")
+
+
+@dataclass
+class DemoConfig:
+    out: str = opt("runs/demo", "folder for the whole journey (world/, each stage's run, report.md)")
+    seed: int = opt(0, "random seed of every stage")
+    quick: bool = opt(False, "a much shorter run (smoke test, about 3 minutes)")

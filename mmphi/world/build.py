@@ -1,0 +1,161 @@
+"""``mmphi world``: write the shapes world in the real formats.
+
+    W/world.json                     settings, counts and the world's vocabulary
+    W/{train,val,test}/images/*.png  the scenes
+    W/{split}/scenes.json            ground truth (objects with shape, colour, size, slot)
+    W/{split}/captions.json          COCO 2017 captions format, five paraphrases per image
+    W/{split}/instruct.json          LLaVA-Instruct-150K format, plus "types" (one per answer)
+    W/{split}/corpus.txt             stage-0 text: documents separated by blank lines
+    W/test/speech/*.wav, speech.json spoken test questions (with --speech N)
+
+Splits hold disjoint scenes: no scene of val or test (objects with their shape, colour, size
+and slot) occurs in train or in the train corpus. Every file is a pure function of the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mmphi.chat import EOS, IMAGE, format_conversation, with_image
+from mmphi.settings import WorldConfig
+from mmphi.world import language, scenes
+from mmphi.world.speech import VOICES, espeak_path, speak_many
+
+SPLITS = ("train", "val", "test")
+# Test is drawn first, then val, then train, each avoiding the scenes drawn before it.
+DRAW_ORDER = ("test", "val", "train")
+CORPUS_STREAM = 7
+
+
+def _draw(seed: int, stream: int, n: int, taken: set, max_objects: int, desc: str) -> list[scenes.Scene]:
+    out = []
+    for i in tqdm(range(n), desc=desc, unit="scene", leave=False, mininterval=0.5):
+        rng = np.random.default_rng([seed, stream, i])
+        for _ in range(1000):
+            s = scenes.sample_scene(rng, max_objects)
+            if s.signature() not in taken:
+                break
+        else:  # pragma: no cover - only with absurd settings
+            raise RuntimeError("could not draw a scene disjoint from the other splits; use fewer scenes")
+        out.append(s)
+    return out
+
+
+def _split_sizes(cfg: WorldConfig) -> dict[str, int]:
+    n_val = max(1, round(cfg.scenes * cfg.val_frac))
+    n_test = max(1, round(cfg.scenes * cfg.test_frac))
+    return {"train": cfg.scenes - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str]) -> str:
+    """A conversation in the chat template where the scene's description stands in for the image."""
+    desc = language.full_captions(caps)[int(rng.integers(4))]
+    turns = language.conversation(scene, rng, int(rng.integers(1, 4)))
+    first_q = turns[0][1]
+    first = f"{first_q}\n{desc}" if rng.random() < 0.5 else f"{desc}\n{first_q}"
+    rounds = [(first, turns[0][2])] + [(q, a) for _, q, a in turns[1:]]
+    text = format_conversation(rounds)
+    return text[: -len(EOS)]  # the corpus preparer puts EOS between documents
+
+
+def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene], cfg: WorldConfig) -> None:
+    d = root / split
+    for stale in (d / "images", d / "speech"):  # a previous, different world in the same folder
+        if stale.is_dir():
+            shutil.rmtree(stale)
+    (d / "images").mkdir(parents=True)
+    images, annotations, records, truth, corpus = [], [], [], [], []
+    for i, scene in enumerate(tqdm(items, desc=f"world {split}", unit="scene", mininterval=0.5)):
+        rng = np.random.default_rng([cfg.seed, stream, i, 1])
+        name = f"{i:06d}.png"
+        scenes.render(scene, cfg.image_size).save(d / "images" / name, optimize=False)
+        images.append({"id": i, "file_name": name, "width": cfg.image_size, "height": cfg.image_size})
+        caps = language.captions(scene, rng)
+        for cap in caps:
+            annotations.append({"image_id": i, "id": len(annotations), "caption": cap})
+        turns = language.conversation(scene, rng, int(rng.integers(1, cfg.max_turns + 1)))
+        first = with_image(turns[0][1], at_end=bool(rng.random() < 0.5))
+        conv = [{"from": "human", "value": first}, {"from": "gpt", "value": turns[0][2]}]
+        for _, q, a in turns[1:]:
+            conv += [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+        records.append({"id": f"{split}-{i:06d}", "image": name, "conversations": conv,
+                        "types": [t for t, _, _ in turns]})
+        truth.append({"id": i, "file_name": name, **scene.to_json()})
+        corpus.append(_corpus_doc(scene, rng, caps))
+    coco = {"info": {"description": f"shapes world {split} captions", "version": "1.0"},
+            "licenses": [], "images": images, "annotations": annotations}
+    _dump(d / "captions.json", coco)
+    _dump(d / "instruct.json", records)
+    _dump(d / "scenes.json", truth)
+    (d / "corpus.txt").write_text("\n\n".join(corpus) + "\n")
+
+
+def _dump(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def _extra_corpus(root: Path, cfg: WorldConfig, taken: set) -> None:
+    docs = []
+    for i, scene in enumerate(_draw(cfg.seed, CORPUS_STREAM, cfg.corpus_scenes, taken, cfg.max_objects,
+                                    "world corpus")):
+        rng = np.random.default_rng([cfg.seed, CORPUS_STREAM, i, 1])
+        docs.append(_corpus_doc(scene, rng, language.captions(scene, rng)))
+    if docs:
+        with open(root / "train" / "corpus.txt", "a") as f:
+            f.write("\n" + "\n\n".join(docs) + "\n")
+
+
+def _speech(root: Path, cfg: WorldConfig) -> int:
+    records = json.loads((root / "test" / "instruct.json").read_text())
+    rng = np.random.default_rng([cfg.seed, 9])
+    picks = rng.permutation(len(records))[: cfg.speech]
+    out_dir = root / "test" / "speech"
+    out_dir.mkdir(exist_ok=True)
+    items, jobs = [], []
+    for k, idx in enumerate(sorted(int(p) for p in picks)):
+        rec = records[idx]
+        turn = next((t for t, kind in enumerate(rec["types"]) if kind != "describe"), 0)
+        q = rec["conversations"][2 * turn]["value"].replace(IMAGE, "").strip()
+        a = rec["conversations"][2 * turn + 1]["value"]
+        voice, speed = VOICES[k % len(VOICES)], 140 + 10 * (k % 4)
+        wav = f"speech/{k:04d}.wav"
+        jobs.append((q, root / "test" / wav, voice, speed))
+        items.append({"audio": wav, "record": rec["id"], "image": rec["image"], "type": rec["types"][turn],
+                      "question": q, "answer": a, "voice": voice, "speed": speed})
+    speak_many(jobs)
+    _dump(root / "test" / "speech.json", items)
+    return len(items)
+
+
+def build_world(cfg: WorldConfig) -> dict:
+    """Generate the world into ``cfg.out``; returns the summary also written to world.json."""
+    if cfg.speech:
+        espeak_path()  # fail before any work, with a clear message
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = _split_sizes(cfg)
+    taken: set = set()
+    drawn: dict[str, list[scenes.Scene]] = {}
+    for stream, split in enumerate(DRAW_ORDER):
+        drawn[split] = _draw(cfg.seed, stream, sizes[split], taken, cfg.max_objects, f"draw {split}")
+        if split != "train":
+            taken |= {s.signature() for s in drawn[split]}
+    for split in SPLITS:
+        _write_split(root, split, DRAW_ORDER.index(split), drawn[split], cfg)
+    _extra_corpus(root, cfg, taken)
+    n_speech = _speech(root, cfg) if cfg.speech else 0
+    summary = {
+        "format": "mmphi shapes world v1",
+        "settings": {k: v for k, v in vars(cfg).items() if k != "out"},
+        "splits": sizes,
+        "speech": n_speech,
+        "shapes": list(scenes.SHAPES), "colours": list(scenes.COLOURS), "positions": list(scenes.POSITIONS),
+        "sizes": list(scenes.SIZES), "question_types": list(language.QUESTION_TYPES),
+    }
+    _dump(root / "world.json", summary)
+    return summary

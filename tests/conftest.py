@@ -1,0 +1,18 @@
+"""Shared fixtures: a small shapes world generated once per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmphi.settings import WorldConfig
+from mmphi.world.build import build_world
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """60 scenes, a short corpus and 4 spoken questions."""
+    out = tmp_path_factory.mktemp("world")
+    build_world(WorldConfig(out=str(out), scenes=60, corpus_scenes=40, speech=4, seed=3))
+    return out
