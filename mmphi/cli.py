@@ -1,6 +1,7 @@
 """``mmphi``: one entry point, one verb per job.
 
-Each verb is a typed function taking one config dataclass (``mmphi.settings``). Its flags are
+Each verb is a typed function taking one settings dataclass, which lives in a light module next
+to the verb's code (``mmphi/<area>/config.py``). Its flags are
 generated from the dataclass; their defaults come from the recipe (``--recipe tiny``).
 Heavy modules (torch, transformers) are imported only when a verb runs, so ``--help`` is fast.
 """
@@ -14,22 +15,25 @@ import os
 import sys
 from dataclasses import dataclass
 
-from mmphi import settings
 from mmphi.config import ConfigError, add_arguments, from_args, load_recipe, recipe_names
 from mmphi.errors import MmphiError
 
 
 @dataclass(frozen=True)
 class Verb:
-    config: type
-    target: str  # "module:function"
+    config: str  # "module:Class" of the settings dataclass (a light module: no torch import)
+    target: str  # "module:function" that runs the verb
     help: str
+
+    def config_class(self) -> type:
+        module, name = self.config.split(":")
+        return getattr(importlib.import_module(module), name)
 
 
 VERBS: dict[str, Verb] = {
-    "world": Verb(settings.WorldConfig, "mmphi.world.build:build_world",
+    "world": Verb("mmphi.world.config:WorldConfig", "mmphi.world.build:build_world",
                   "generate the synthetic shapes world (images, captions, conversations, corpus, speech)"),
-    "demo": Verb(settings.DemoConfig, "mmphi.demo:run_demo",
+    "demo": Verb("mmphi.demo.config:DemoConfig", "mmphi.demo.run:run_demo",
                  "the whole tiny journey end to end on the embedded default, then a report"),
 }
 
@@ -47,7 +51,7 @@ def _parser(verb: str | None, recipe: dict) -> argparse.ArgumentParser:
                        help="recipe name (" + ", ".join(recipe_names()) + ") or path to a YAML file "
                             "(default: tiny)")
         if name == verb:
-            add_arguments(p, v.config, recipe.get(name) or {})
+            add_arguments(p, v.config_class(), recipe.get(name) or {})
     return root
 
 
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = VERBS[args.verb]
     try:
-        cfg = from_args(spec.config, recipe, args.verb, args)
+        cfg = from_args(spec.config_class(), recipe, args.verb, args)
     except ConfigError as err:
         print(f"mmphi {args.verb}: error: {err}", file=sys.stderr)
         return 2

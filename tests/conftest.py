@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mmphi.settings import WorldConfig
 from mmphi.world.build import build_world
+from mmphi.world.config import WorldConfig
 
 
 @pytest.fixture(scope="session")

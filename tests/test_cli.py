@@ -22,7 +22,7 @@ def test_verb_help_documents_every_field(verb, capsys):
         main([verb, "--help"])
     out = capsys.readouterr().out
     assert "--recipe" in out
-    for f in dataclasses.fields(VERBS[verb].config):
+    for f in dataclasses.fields(VERBS[verb].config_class()):
         assert "--" + f.name.replace("_", "-") in out, f"--help of {verb} misses {f.name}"
 
 

@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
-from mmphi import settings
 from mmphi.cli import VERBS
 from mmphi.config import ConfigError, TrainArgs, build, load_recipe, recipe_names
+from mmphi.world.config import WorldConfig
 
 
 @pytest.mark.parametrize("name", recipe_names())
@@ -14,7 +14,7 @@ def test_every_recipe_parses_into_every_verb_config(name):
     recipe = load_recipe(name)
     assert set(recipe) - {"name"} <= set(VERBS), f"recipe {name} has sections for unknown verbs"
     for verb, spec in VERBS.items():
-        cfg = build(spec.config, recipe.get(verb) or {})
+        cfg = build(spec.config_class(), recipe.get(verb) or {})
         assert dataclasses.is_dataclass(cfg)
 
 
@@ -26,7 +26,7 @@ def test_recipe_by_path(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("world:\n  scenes: 30\n")
     recipe = load_recipe(str(path))
-    assert build(settings.WorldConfig, recipe["world"]).scenes == 30
+    assert build(WorldConfig, recipe["world"]).scenes == 30
 
 
 def test_unknown_recipe_lists_known_ones():
@@ -35,14 +35,14 @@ def test_unknown_recipe_lists_known_ones():
 
 
 def test_overrides_are_typed_and_validated():
-    cfg = build(settings.WorldConfig, {"scenes": 100}, {"scenes": "200", "speech": "3"})
+    cfg = build(WorldConfig, {"scenes": 100}, {"scenes": "200", "speech": "3"})
     assert cfg.scenes == 200 and cfg.speech == 3
     with pytest.raises(ConfigError, match="scenes"):
-        build(settings.WorldConfig, {"scenes": "many"})
+        build(WorldConfig, {"scenes": "many"})
     with pytest.raises(ConfigError, match="scenes must be"):
-        build(settings.WorldConfig, {"scenes": 1})
+        build(WorldConfig, {"scenes": 1})
     with pytest.raises(ConfigError, match="unknown setting 'scens'"):
-        build(settings.WorldConfig, {"scens": 1})
+        build(WorldConfig, {"scens": 1})
 
 
 def test_train_args_validation():

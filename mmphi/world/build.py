@@ -22,8 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mmphi.chat import EOS, IMAGE, format_conversation, with_image
-from mmphi.settings import WorldConfig
 from mmphi.world import language, scenes
+from mmphi.world.config import WorldConfig
 from mmphi.world.speech import VOICES, espeak_path, speak_many
 
 SPLITS = ("train", "val", "test")

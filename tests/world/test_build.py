@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from mmphi.cli import main
-from mmphi.settings import WorldConfig
 from mmphi.world.build import build_world
+from mmphi.world.config import WorldConfig
 
 COLOURS = {"red", "green", "blue", "yellow", "purple", "orange"}
 SHAPES = {"circle", "square", "triangle", "diamond"}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mmphi.config import build, load_recipe
-from mmphi.settings import DemoConfig, WorldConfig
+from mmphi.demo.config import DemoConfig
 from mmphi.world.build import build_world
+from mmphi.world.config import WorldConfig
 
 
 def run_demo(cfg: DemoConfig) -> dict:

@@ -1,8 +1,4 @@
-"""Configuration of every verb: one dataclass each, validated in ``__post_init__``.
-
-Recipes (``configs/*.yaml``) hold one section per verb with the same field names; flags on the
-command line override them. Field help strings are what ``mmphi VERB --help`` prints.
-"""
+"""Settings of ``mmphi world`` (the recipe's ``world:`` section)."""
 
 from __future__ import annotations
 
@@ -35,9 +31,3 @@ class WorldConfig:
         check(1 <= self.max_objects <= 5, f"max_objects must be in 1..5, got {self.max_objects}")
         check(1 <= self.max_turns <= 6, f"max_turns must be in 1..6, got {self.max_turns}")
 
-
-@dataclass
-class DemoConfig:
-    out: str = opt("runs/demo", "folder for the whole journey (world/, each stage's run, report.md)")
-    seed: int = opt(0, "random seed of every stage")
-    quick: bool = opt(False, "a much shorter run (smoke test, about 3 minutes)")
