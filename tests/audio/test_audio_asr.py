@@ -1,0 +1,261 @@
+"""Transcriber on the bundled Whisper tiny.en: accuracy, any length, any format, no-speech, bad input, threads."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import mmphi.audio.asr as asr
+from mmphi.audio import SAMPLE_RATE, AudioError, NoSpeechError, Transcriber, Transcript, load_audio
+from mmphi.errors import MmphiError
+
+SENTENCES = [
+    "The red circle is to the left of the blue square.",
+    "How many shapes are there in the picture?",
+    "Is there a green triangle at the bottom of the image?",
+    "What colour is the large diamond on the right?",
+    "Please describe the scene in a few words.",
+    "The yellow square sits in the centre, next to a small purple circle.",
+    "Tomorrow morning we will walk along the river and count the boats.",
+]
+LAST = "Finally, the orange star is hiding behind the tall green tree."
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    """The bundled tiny.en on CPU, loaded once for the module (about 1-2 s)."""
+    return Transcriber()
+
+
+def _wav_bytes(say, text: str) -> bytes:
+    """espeak-ng's WAV for ``text``, as bytes (an upload)."""
+    x, rate = say(text)
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="WAV")
+    return buf.getvalue()
+
+
+def test_transcripts_of_spoken_sentences_have_a_low_word_error_rate(transcriber, say, errors_and_words):
+    errors = words = 0
+    for text in SENTENCES:
+        got = transcriber.transcribe(_wav_bytes(say, text))
+        e, n = errors_and_words(text, got.text)
+        errors, words = errors + e, words + n
+    wer = errors / words
+    print(f"tiny.en WER on {len(SENTENCES)} espeak-ng sentences: {wer:.3f} ({errors}/{words})")
+    assert wer <= 0.3, f"WER {wer:.3f}"
+
+
+def test_transcript_fields_are_consistent(transcriber, say):
+    audio = load_audio(_wav_bytes(say, SENTENCES[0]))
+    got = transcriber.transcribe(audio)
+    assert isinstance(got, Transcript)
+    assert got.duration_s == pytest.approx(audio.size / SAMPLE_RATE)
+    assert got.elapsed_s > 0 and got.real_time_factor == pytest.approx(got.elapsed_s / got.duration_s)
+    assert got.text == " ".join(t for _, _, t in got.segments) == got.text.strip()
+    assert all(0 <= a < b <= got.duration_s + 0.5 for a, b, _ in got.segments)
+
+
+def test_long_audio_is_transcribed_to_the_end(transcriber, say, errors_and_words):
+    """Over 40 s of sentences and silences: nothing is cut at 15 or 30 s, timestamps follow the original clock."""
+    gap = np.zeros(int(2.5 * SAMPLE_RATE), np.float32)
+    parts = [np.concatenate([load_audio(_wav_bytes(say, t)), gap]) for t in [*SENTENCES, *SENTENCES[:2], LAST]]
+    audio = np.concatenate(parts)
+    assert audio.size / SAMPLE_RATE >= 40
+    last_starts_at = (audio.size - parts[-1].size) / SAMPLE_RATE
+    assert last_starts_at > 45  # past any 15 s cut and past the first 30 s Whisper window
+    got = transcriber.transcribe(audio)
+    words = set(got.text.lower().replace(",", " ").replace(".", " ").split())
+    assert {"orange", "star", "hiding", "tree"} <= words, got.text
+    assert {"red", "circle", "triangle", "diamond"} <= words, got.text  # and the beginning is there too
+    assert got.segments[-1][1] > last_starts_at, got.segments  # the last words are placed where they were said
+    assert "orange" in got.segments[-1][2].lower()
+    errors, n = errors_and_words(" ".join([*SENTENCES, *SENTENCES[:2], LAST]), got.text)
+    assert errors / n <= 0.3, f"WER {errors / n:.3f} on the long clip"
+
+
+def test_long_speech_with_short_pauses_loses_no_sentence(transcriber, say):
+    """68 s of sentences with 0.6 s pauses (one long VAD chunk, three Whisper windows), forward then backward.
+
+    Regression: with faster-whisper's default condition_on_previous_text=True, tiny.en continued
+    the pattern it saw in the previous window and dropped or repeated sentences in this clip.
+    """
+    pause = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    order = [*SENTENCES, LAST, LAST, *SENTENCES[::-1]]
+    audio = np.concatenate([np.concatenate([load_audio(_wav_bytes(say, t)), pause]) for t in order])
+    assert audio.size / SAMPLE_RATE >= 60
+    text = transcriber.transcribe(audio).text.lower()
+    counts = {w: text.count(w) for w in ("circle", "triangle", "diamond", "describe", "yellow", "river", "orange")}
+    assert counts == {"circle": 4, "triangle": 2, "diamond": 2, "describe": 2, "yellow": 2, "river": 2,
+                      "orange": 2}, text
+
+
+def test_long_audio_without_vad_is_transcribed_to_the_end(transcriber, say, monkeypatch):
+    """Whisper's own 30 s windowing (no VAD) must also reach the end."""
+    gap = np.zeros(int(4 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([np.concatenate([load_audio(_wav_bytes(say, t)), gap]) for t in [*SENTENCES, LAST]])
+    assert audio.size / SAMPLE_RATE >= 40
+    monkeypatch.setattr(transcriber, "vad", False)
+    assert "orange star" in transcriber.transcribe(audio).text.lower()
+
+
+@pytest.mark.parametrize(("codec", "channels", "rate"), [
+    ("mp3", 2, 44100), ("opus", 1, 48000), ("vorbis", 2, 22050), ("flac", 2, 8000), ("wav", 1, 48000),
+])
+def test_each_format_transcribes_from_a_file(transcriber, say, encoder, errors_and_words, tmp_path,
+                                            codec, channels, rate):
+    text = SENTENCES[2]  # recognised alike at every rate here, 8 kHz (telephone band) included
+    path = tmp_path / f"question.{'ogg' if codec in ('opus', 'vorbis') else codec}"
+    path.write_bytes(encoder(*say(text), codec, channels=channels, out_rate=rate))
+    got = transcriber.transcribe(path)
+    errors, n = errors_and_words(text, got.text)
+    assert errors / n <= 0.3, f"{codec} {channels}ch {rate} Hz: {got.text!r}"
+    assert "green triangle at the bottom of the image" in got.text.lower(), f"{codec} {channels}ch {rate} Hz"
+
+
+@pytest.mark.parametrize("kind", ["zeros", "low noise", "loud noise", "tone"])
+def test_no_speech_raises_instead_of_returning_empty_text(transcriber, kind):
+    n = 4 * SAMPLE_RATE
+    rng = np.random.default_rng(0)
+    audio = {"zeros": np.zeros(n),
+             "low noise": rng.standard_normal(n) * 0.003,
+             "loud noise": rng.standard_normal(n) * 0.1,
+             "tone": 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / SAMPLE_RATE)}[kind].astype(np.float32)
+    with pytest.raises(NoSpeechError, match=r"^no speech detected in the audio \(.*4\.0 s.*\)$"):
+        transcriber.transcribe(audio)
+
+
+def test_no_speech_without_vad_is_still_an_error(transcriber, monkeypatch):
+    monkeypatch.setattr(transcriber, "vad", False)
+    noise = (np.random.default_rng(1).standard_normal(3 * SAMPLE_RATE) * 0.003).astype(np.float32)
+    with pytest.raises(NoSpeechError, match="the model recognised no words"):
+        transcriber.transcribe(noise)
+
+
+def test_whisper_non_speech_labels_count_as_no_speech(transcriber, monkeypatch):
+    """Whisper sometimes writes "[BLANK_AUDIO]" or "(music)" for non-speech; that is not a transcript."""
+    class Labels:
+        def transcribe(self, audio, **kwargs):
+            seg = [type("S", (), {"start": 0.0, "end": 1.0, "text": t}) for t in (" [BLANK_AUDIO]", " (music) ")]
+            return iter(seg), type("I", (), {"duration_after_vad": 1.0})
+
+    monkeypatch.setattr(transcriber, "model", Labels())
+    with pytest.raises(NoSpeechError, match="no speech detected"):
+        transcriber.transcribe(np.full(SAMPLE_RATE, 0.1, np.float32))
+
+
+def test_bad_input_is_an_audio_error_not_a_library_exception(transcriber, tmp_path, say, encoder):
+    wav = encoder(*say(SENTENCES[0]), "wav")
+    text_file = tmp_path / "note.wav"
+    text_file.write_text("not audio at all\n" * 100)
+    for bad in (b"", np.random.default_rng(2).bytes(4096), text_file, tmp_path / "nope.mp3", wav[: len(wav) // 3]):
+        with pytest.raises(AudioError):
+            transcriber.transcribe(bad)
+
+
+def test_max_seconds_is_enforced_before_the_model_runs(transcriber, say, monkeypatch):
+    class Untouchable:
+        def transcribe(self, *args, **kwargs):
+            raise AssertionError("the model ran on audio over the limit")
+
+    monkeypatch.setattr(transcriber, "model", Untouchable())
+    monkeypatch.setattr(transcriber, "max_seconds", 2.0)
+    audio = load_audio(_wav_bytes(say, SENTENCES[0]))
+    with pytest.raises(AudioError, match=rf"{audio.size / SAMPLE_RATE:.1f} s long, over the limit of 2 s"):
+        transcriber.transcribe(audio)
+
+
+def test_concurrent_calls_are_serialised(transcriber, say, monkeypatch):
+    """A web server shares one Transcriber: the model must never run two decodes at once."""
+    real = transcriber.model
+    active, peak, guard = [0], [0], threading.Lock()
+
+    class Spy:
+        def transcribe(self, audio, **kwargs):
+            segments, info = real.transcribe(audio, **kwargs)
+
+            def tracked():  # counts as busy until the lazy segment generator is exhausted
+                with guard:
+                    active[0] += 1
+                    peak[0] = max(peak[0], active[0])
+                time.sleep(0.05)  # widen the window so an unguarded overlap would be seen
+                yield from segments
+                with guard:
+                    active[0] -= 1
+            return tracked(), info
+
+    monkeypatch.setattr(transcriber, "model", Spy())
+    audio = [load_audio(_wav_bytes(say, t)) for t in SENTENCES[:3]]
+    results: dict[int, str] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, transcriber.transcribe(audio[i]).text))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1
+    assert "circle" in results[0].lower() and "shape" in results[1].lower() and "triangle" in results[2].lower()
+
+
+# --- choosing the model and device (a fake WhisperModel: nothing is loaded or downloaded) ---
+
+class FakeWhisperModel:
+    calls: list[tuple[str, dict]] = []
+
+    def __init__(self, name: str, **kwargs) -> None:
+        FakeWhisperModel.calls.append((name, kwargs))
+
+
+@pytest.fixture
+def fake_model(monkeypatch) -> list[tuple[str, dict]]:
+    FakeWhisperModel.calls = []
+    monkeypatch.setattr(asr.faster_whisper, "WhisperModel", FakeWhisperModel)
+    return FakeWhisperModel.calls
+
+
+def test_default_model_is_the_bundled_tiny_en_on_cpu_int8(fake_model, monkeypatch):
+    monkeypatch.setattr(asr.ctranslate2, "get_cuda_device_count", lambda: 0)
+    t = Transcriber()
+    name, kwargs = fake_model[-1]
+    assert name == str(asr.default_model_path()) and (asr.default_model_path() / "model.bin").is_file()
+    assert (kwargs["device"], kwargs["compute_type"]) == ("cpu", "int8") == (t.device, t.compute_type)
+
+
+def test_auto_picks_cuda_float16_when_a_gpu_is_visible(fake_model, monkeypatch):
+    monkeypatch.setattr(asr.ctranslate2, "get_cuda_device_count", lambda: 1)
+    Transcriber(model="large-v3")
+    assert fake_model[-1][0] == "large-v3"
+    assert (fake_model[-1][1]["device"], fake_model[-1][1]["compute_type"]) == ("cuda", "float16")
+    Transcriber(model="Systran/faster-whisper-small", device="cpu", compute_type="int8_float32")
+    assert fake_model[-1][0] == "Systran/faster-whisper-small"
+    assert (fake_model[-1][1]["device"], fake_model[-1][1]["compute_type"]) == ("cpu", "int8_float32")
+
+
+def test_bad_model_settings_fail_clearly_without_touching_the_network(fake_model, tmp_path):
+    cases = [("/no/such/whisper-dir", "not found"), ("./models/whisper", "not found"),
+             ("tiny-en-typo", "unknown Whisper model"), (str(tmp_path), "no model.bin")]
+    for model, reason in cases:
+        with pytest.raises(MmphiError, match=reason):
+            Transcriber(model=model)
+    with pytest.raises(MmphiError, match="device must be"):
+        Transcriber(device="tpu")
+    assert fake_model == []  # refused before faster-whisper (which would download) was ever called
+
+
+def test_a_model_that_fails_to_load_is_a_clear_error(monkeypatch):
+    def broken(name, **kwargs):
+        raise RuntimeError("Cannot find an appropriate cached snapshot folder")
+
+    monkeypatch.setattr(asr.faster_whisper, "WhisperModel", broken)
+    with pytest.raises(MmphiError, match=r"could not load Whisper model 'small' .*Hugging Face Hub"):
+        Transcriber(model="small", device="cpu")
+
+
+def test_a_local_model_directory_is_accepted(say):
+    t = Transcriber(model=str(asr.default_model_path()), device="cpu", compute_type="int8")
+    assert "triangle" in t.transcribe(_wav_bytes(say, SENTENCES[2])).text.lower()
