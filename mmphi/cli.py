@@ -33,6 +33,10 @@ class Verb:
 VERBS: dict[str, Verb] = {
     "world": Verb("mmphi.world.config:WorldConfig", "mmphi.world.build:build_world",
                   "generate the synthetic shapes world (images, captions, conversations, corpus, speech)"),
+    "corpus": Verb("mmphi.lm.config:CorpusConfig", "mmphi.lm.corpus:prepare_corpus_cli",
+                   "tokenize text (a world, text/JSONL files or a streamed HF dataset) into uint16 token files"),
+    "pretrain": Verb("mmphi.lm.config:PretrainConfig", "mmphi.lm.pretrain:pretrain",
+                     "stage 0: pretrain a Phi-architecture LM from scratch with Phi-2's tokenizer"),
     "demo": Verb("mmphi.demo.config:DemoConfig", "mmphi.demo.run:run_demo",
                  "the whole tiny journey end to end on the embedded default, then a report"),
 }

@@ -28,7 +28,11 @@ class ConfigError(MmphiError, ValueError):
 
 
 def opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse
-    """A dataclass field with a help string (and a mutable default handled properly)."""
+    """A dataclass field with a help string (and a mutable default handled properly).
+
+    ``required=True`` marks an input that no recipe can supply (e.g. ``--data``); ``__post_init__``
+    still checks it, and tests that parse recipes fill it with a placeholder.
+    """
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -132,6 +136,10 @@ def build(cls: type, *layers: dict[str, Any]) -> Any:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(str(err)) from err
+
+
+def required_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("required")]
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from mmphi.cli import VERBS
-from mmphi.config import ConfigError, TrainArgs, build, load_recipe, recipe_names
+from mmphi.config import ConfigError, TrainArgs, build, load_recipe, recipe_names, required_fields
 from mmphi.world.config import WorldConfig
 
 
@@ -14,7 +14,9 @@ def test_every_recipe_parses_into_every_verb_config(name):
     recipe = load_recipe(name)
     assert set(recipe) - {"name"} <= set(VERBS), f"recipe {name} has sections for unknown verbs"
     for verb, spec in VERBS.items():
-        cfg = build(spec.config_class(), recipe.get(verb) or {})
+        cls = spec.config_class()
+        placeholders = {name: "placeholder" for name in required_fields(cls)}
+        cfg = build(cls, recipe.get(verb) or {}, placeholders)
         assert dataclasses.is_dataclass(cfg)
 
 

@@ -55,7 +55,9 @@ def _split_sizes(cfg: WorldConfig) -> dict[str, int]:
 def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str]) -> str:
     """A conversation in the chat template where the scene's description stands in for the image."""
     desc = language.full_captions(caps)[int(rng.integers(4))]
-    turns = language.conversation(scene, rng, int(rng.integers(1, 4)))
+    # Several rounds per description: answers are the learnable part of the text (the descriptions
+    # themselves are random), so more rounds per document give the LM more signal per token.
+    turns = language.conversation(scene, rng, int(rng.integers(2, 6)))
     first_q = turns[0][1]
     first = f"{first_q}\n{desc}" if rng.random() < 0.5 else f"{desc}\n{first_q}"
     rounds = [(first, turns[0][2])] + [(q, a) for _, q, a in turns[1:]]

@@ -1,0 +1,78 @@
+"""Settings of ``mmphi corpus``, ``mmphi teacher`` and ``mmphi pretrain`` (stage 0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mmphi.config import TrainArgs, check, opt
+
+PHI2_ARCH = {  # microsoft/phi-2, for reference and tests
+    "vocab_size": 51200, "hidden_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "intermediate_size": 10240, "partial_rotary_factor": 0.4, "hidden_act": "gelu_new",
+    "max_position_embeddings": 2048, "layer_norm_eps": 1e-5, "rope_theta": 10000.0,
+}
+
+
+@dataclass
+class CorpusConfig:
+    data: str = opt("", "a shapes world folder, text/JSONL files (comma-separated) or hf:DATASET[:CONFIG]",
+                    required=True)
+    out: str = opt("runs/corpus", "output folder for train.bin / val.bin / meta.json")
+    tokenizer: str = opt("offline", "tokenizer: 'offline' (Phi-2's BPE built locally), a hub id or a folder")
+    val_frac: float = opt(0.01, "fraction of documents held out for validation (worlds bring their own val)")
+    max_tokens: int = opt(0, "stop after this many train tokens; 0 = the whole corpus")
+    text_field: str = opt("text", "field holding the text in JSONL files and datasets")
+    seed: int = opt(0, "unused; accepted for a uniform CLI")
+
+    def __post_init__(self) -> None:
+        check(bool(self.data), "data is required (--data)")
+        check(0 <= self.val_frac < 0.5, f"val_frac must be in [0, 0.5), got {self.val_frac}")
+        check(self.max_tokens >= 0, f"max_tokens must be >= 0, got {self.max_tokens}")
+
+
+@dataclass
+class TeacherConfig:
+    model: str = opt("", "the teacher: any causal LM (hub id or folder), e.g. microsoft/phi-2", required=True)
+    out: str = opt("runs/teacher.jsonl", "JSONL file to append generated documents to")
+    prompts: str = opt("", "text file with one prompt per line; empty = built-in topic prompts")
+    target_mb: float = opt(1.0, "stop when the output file reaches this size")
+    batch_size: int = opt(8, "prompts sampled in parallel per generate() call")
+    max_new_tokens: int = opt(256, "tokens sampled per document")
+    temperature: float = opt(0.8, "sampling temperature")
+    top_p: float = opt(0.95, "nucleus sampling")
+    min_words: int = opt(30, "quality filter: drop documents with fewer words")
+    min_distinct: float = opt(0.5, "quality filter: minimum fraction of distinct word trigrams (repetition guard)")
+    max_batches: int = opt(0, "stop after this many batches; 0 = until target_mb")
+    seed: int = opt(0, "sampling seed")
+    device: str = opt("auto", "auto, cpu or cuda")
+
+    def __post_init__(self) -> None:
+        check(bool(self.model), "model is required (--model)")
+        check(self.target_mb > 0, "target_mb must be > 0")
+        check(self.batch_size > 0 and self.max_new_tokens > 0, "batch_size and max_new_tokens must be > 0")
+        check(0 < self.top_p <= 1 and self.temperature > 0, "need 0 < top_p <= 1 and temperature > 0")
+        check(0 <= self.min_distinct <= 1, "min_distinct must be in [0, 1]")
+
+
+@dataclass
+class PretrainConfig(TrainArgs):
+    data: str = opt("", "a shapes world folder, a prepared corpus folder (meta.json), or text/JSONL files",
+                    required=True)
+    tokenizer: str = opt("offline", "tokenizer: 'offline' (Phi-2's BPE built locally), a hub id or a folder")
+    model: dict = opt({}, "PhiConfig fields of the model trained from scratch (JSON on the command line)")
+    head: Literal["full", "live"] = opt(
+        "full", "LM head: full vocabulary, or 'live' = only the ids the train corpus uses (others pinned)")
+    seq_len: int = opt(128, "training window in tokens")
+    max_tokens: int = opt(0, "cap on prepared train tokens; 0 = the whole corpus")
+    val_frac: float = opt(0.01, "text/JSONL data: fraction of documents held out for validation")
+    reference: str = opt("", "a model (hub id or folder) whose loss on the same val tokens is compared")
+    text_qa: int = opt(300, "world data only: held-out questions answered from the scene described in text")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(bool(self.data), "data is required (--data)")
+        check(self.seq_len >= 8, f"seq_len must be >= 8, got {self.seq_len}")
+        check(self.text_qa >= 0, "text_qa must be >= 0")
+        size = self.model.get("max_position_embeddings", 2048)
+        check(self.seq_len <= size, f"seq_len {self.seq_len} exceeds the model's max_position_embeddings {size}")

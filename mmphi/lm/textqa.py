@@ -1,0 +1,73 @@
+"""Does the LM understand its world in text? Answer held-out questions from a scene described in words.
+
+The multimodal stages later replace the description by image features; an LM that cannot
+answer from the description cannot answer from the image either (DESIGN §3b).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from mmphi.chat import IMAGE, format_conversation
+from mmphi.eval.metrics import accuracy_by_type, vqa_correct
+from mmphi.world.language import full_captions
+
+EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
+
+
+def text_questions(split_dir: Path, limit: int) -> list[dict]:
+    """Single-turn questions (first ``limit``) with the image replaced by one of its full captions."""
+    records = json.loads((split_dir / "instruct.json").read_text())
+    coco = json.loads((split_dir / "captions.json").read_text())
+    names = {im["id"]: im["file_name"] for im in coco["images"]}
+    caps: dict[str, list[str]] = {}
+    for ann in coco["annotations"]:
+        caps.setdefault(names[ann["image_id"]], []).append(ann["caption"])
+    out = []
+    for r in records:
+        conv = r["conversations"]
+        for k, kind in enumerate(r["types"]):
+            if kind not in EXACT_TYPES:
+                continue
+            q = conv[2 * k]["value"]
+            if IMAGE not in q:  # later turns: put the image where LLaVA puts it most, first
+                q = f"{IMAGE}\n{q}"
+            options = full_captions(caps[r["image"]])
+            desc = options[len(out) % len(options)]
+            out.append({"type": kind, "prompt": format_conversation([(q.replace(IMAGE, desc), None)]),
+                        "answer": conv[2 * k + 1]["value"], "record": r["id"]})
+            if len(out) >= limit:
+                return out
+    return out
+
+
+@torch.no_grad()
+def greedy_answers(lm, tokenizer, prompts: list[str], max_new_tokens: int = 8, batch_size: int = 32) -> list[str]:
+    """Batched greedy decoding (left-padded, KV-cached by ``generate``), cut at EOS."""
+    lm.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    out: list[str] = []
+    try:
+        for i in tqdm(range(0, len(prompts), batch_size), desc="text QA", unit="batch", leave=False):
+            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True).to(lm.device)
+            gen = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return [o.strip() for o in out]
+
+
+def text_qa_accuracy(lm, tokenizer, split_dir: Path, limit: int) -> dict:
+    """Per-type accuracy (greedy) and a few examples."""
+    items = text_questions(split_dir, limit)
+    answers = greedy_answers(lm, tokenizer, [it["prompt"] for it in items])
+    pairs = list(zip(items, answers, strict=True))
+    rows = [{"type": it["type"], "correct": vqa_correct(a, it["answer"])} for it, a in pairs]
+    examples = [{"prompt": it["prompt"], "answer": a, "truth": it["answer"]} for it, a in pairs[:5]]
+    return {"accuracy": accuracy_by_type(rows), "examples": examples}
