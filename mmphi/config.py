@@ -160,6 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, recipe_defaults: d
         text = f.metadata.get("help", "")
         shown = json.dumps(default) if isinstance(default, (dict, list)) else default
         text = f"{text} (default: {shown})"
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=None, metavar=f.name.upper(), help=text)
+            continue
         if base is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
             continue

@@ -23,7 +23,8 @@ def test_verb_help_documents_every_field(verb, capsys):
     out = capsys.readouterr().out
     assert "--recipe" in out
     for f in dataclasses.fields(VERBS[verb].config_class()):
-        assert "--" + f.name.replace("_", "-") in out, f"--help of {verb} misses {f.name}"
+        shown = f.name.upper() if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+        assert shown in out, f"--help of {verb} misses {f.name}"
 
 
 def test_bad_flag_value_is_a_clear_error(capsys):

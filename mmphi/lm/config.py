@@ -68,6 +68,7 @@ class PretrainConfig(TrainArgs):
     val_frac: float = opt(0.01, "text/JSONL data: fraction of documents held out for validation")
     reference: str = opt("", "a model (hub id or folder) whose loss on the same val tokens is compared")
     text_qa: int = opt(300, "world data only: held-out questions answered from the scene described in text")
+    text_qa_every: int = opt(0, "also measure text-QA accuracy (150 questions) at evaluations every N steps; 0 = off")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -56,6 +56,19 @@ class PretrainTask:
         model.lm.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
+    qa_every: int = 0
+    qa_split: Path | None = None
+
+    def extra_eval(self, model, step: int) -> dict:
+        """Text-QA accuracy during training (``--text-qa-every``), to watch the skill appear."""
+        if not self.qa_every or self.qa_split is None or step % self.qa_every:
+            return {}
+        from mmphi.lm.textqa import text_qa_accuracy
+
+        acc = text_qa_accuracy(model.lm, self.tokenizer, self.qa_split, 150)["accuracy"]
+        model.lm.train()
+        return {"text_qa": round(acc["overall"]["accuracy"], 4)}
+
 
 @torch.no_grad()
 def lm_loss(lm, tokens: np.ndarray, seq_len: int, windows: int, batch_size: int = 16) -> float:
@@ -110,6 +123,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     head_ids = arch.vocab_size if vocab is None else len(vocab)
     task = PretrainTask(train, val, cfg.seq_len, cfg.seed, train_flops_per_token(arch, head_ids, cfg.seq_len),
                         cfg.batch_size, tokenizer)
+    if cfg.text_qa_every and (Path(cfg.data) / "world.json").exists():
+        task.qa_every, task.qa_split = cfg.text_qa_every, Path(cfg.data) / "val"
     result = fit(task, CausalLMLoss(lm, vocab), cfg, run, facts)
     if not procs.is_main_process:
         return result

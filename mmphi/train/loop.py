@@ -126,8 +126,12 @@ class _Trainer:
 
     def evaluate(self) -> float:
         val = evaluate_loss(self.task, self.raw, self.acc.device, self.args.eval_batches)
+        record = {"step": self.state["step"], "split": "val", "eval_loss": val}
+        extra = getattr(self.task, "extra_eval", None)
+        if extra is not None and self.main:  # task-specific metrics (e.g. answer accuracy), main process only
+            record.update(extra(self.raw, self.state["step"]) or {})
         if self.main and not math.isnan(val):
-            self.run.log({"step": self.state["step"], "split": "val", "eval_loss": val})
+            self.run.log(record)
         return val
 
     def save(self) -> None:

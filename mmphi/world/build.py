@@ -74,7 +74,7 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
     images, annotations, records, truth, corpus = [], [], [], [], []
     for i, scene in enumerate(tqdm(items, desc=f"world {split}", unit="scene", mininterval=0.5)):
         rng = np.random.default_rng([cfg.seed, stream, i, 1])
-        name = f"{i:06d}.png"
+        name = f"{split}-{i:06d}.png"  # unique across splits: one feature store can hold them all
         scenes.render(scene, cfg.image_size).save(d / "images" / name, optimize=False)
         images.append({"id": i, "file_name": name, "width": cfg.image_size, "height": cfg.image_size})
         caps = language.captions(scene, rng)

@@ -1,0 +1,59 @@
+"""Visual question answering on the shapes world: each exact-answer question asked alone, greedily.
+
+Shared by stage 2's validation and ``mmphi eval``. The image sits where the record put it
+(start or end of the first turn); the blind baseline asks the same question with no image.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mmphi.chat import IMAGE
+from mmphi.eval.metrics import accuracy_by_type, vqa_correct
+
+EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
+
+
+def single_questions(instruct_file: Path, limit: int = 0) -> list[dict]:
+    """Every exact-answer turn of a LLaVA-format file, as a standalone question about its image."""
+    out = []
+    for r in json.loads(Path(instruct_file).read_text()):
+        if not r.get("image"):
+            continue
+        conv = r["conversations"]
+        at_end = conv[0]["value"].strip().endswith(IMAGE)
+        for k, kind in enumerate(r.get("types", [])):
+            if kind in EXACT_TYPES:
+                out.append({"record": r.get("id"), "type": kind, "image": r["image"], "at_end": at_end,
+                            "question": conv[2 * k]["value"].replace(IMAGE, "").strip(),
+                            "answer": conv[2 * k + 1]["value"]})
+                if limit and len(out) >= limit:
+                    return out
+    return out
+
+
+def prompt_text(question: str, with_image: bool, at_end: bool = False) -> str:
+    if not with_image:
+        return question
+    return f"{question}\n{IMAGE}" if at_end else f"{IMAGE}\n{question}"
+
+
+def answer_questions(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable, with_image: bool,
+                     desc: str, max_new_tokens: int = 8) -> list[dict]:
+    """Rows of {type, question, answer, prediction, correct, image} for ``items`` (greedy, batched)."""
+    from mmphi.mm.answer import greedy_answers
+
+    prompts = [encoder.encode([(prompt_text(it["question"], with_image, it.get("at_end", False)), None)],
+                              it["image"] if with_image else None) for it in items]
+    predictions = greedy_answers(model, tokenizer, prompts, features_of, max_new_tokens=max_new_tokens, desc=desc)
+    return [{**it, "prediction": p, "correct": vqa_correct(p, it["answer"])}
+            for it, p in zip(items, predictions, strict=True)]
+
+
+def vqa_accuracy(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable) -> dict:
+    """Per-type accuracy with the image and with it removed (the blind baseline)."""
+    return {mode: accuracy_by_type(answer_questions(model, tokenizer, encoder, items, features_of,
+                                                    mode == "image", f"vqa {mode}"))
+            for mode in ("image", "blind")}

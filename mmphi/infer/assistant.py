@@ -1,0 +1,196 @@
+"""The inference engine every front end uses (CLI chat, Gradio app, HTTP API, evaluation).
+
+    assistant = Assistant.load("runs/demo/finetune/final")
+    reply = assistant.reply([Message("user", "What colour is the circle?", image="scene.png")])
+    for event in assistant.stream(messages): ...
+
+A conversation is a list of ``Message``s; user turns may carry text, an image and/or audio.
+Audio is transcribed (Whisper) and joins the turn's text; the transcript is returned so the user
+sees what was heard. One image per conversation (the LLaVA-style template has one slot): if
+several turns carry one, the most recent is used. Old rounds are dropped when the prompt would
+not fit the context (never the round holding the image); a single round that does not fit is an
+error, not a silent cut.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mmphi.chat import IMAGE
+from mmphi.infer.generate import GenerationParams, stream_tokens
+from mmphi.infer.inputs import InputError, Message, PromptTooLong, load_image
+from mmphi.lm.loading import default_device
+from mmphi.mm.data import ChatEncoder
+
+
+@dataclass
+class Event:
+    """A streamed piece of a reply: ``kind`` is "transcript", "token" or "done"."""
+
+    kind: str
+    text: str = ""
+    reply: Reply | None = None
+
+
+@dataclass
+class Reply:
+    text: str
+    transcripts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    prompt_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" (EOS), "length" (max_new_tokens) or "cancelled"
+    dropped_rounds: int = 0
+    warnings: list[str] = field(default_factory=list)
+    time_to_first_token_s: float | None = None
+    elapsed_s: float = 0.0
+
+
+class Assistant:
+    def __init__(self, model, tokenizer, multimodal: bool, source: str, asr_model: str | None = None):
+        self.model, self.tokenizer, self.multimodal, self.source = model, tokenizer, multimodal, source
+        self.lm = model.lm if multimodal else model
+        system = model.spec.get("system", "") if multimodal else ""
+        image_tokens = model.image_tokens if multimodal else 0
+        self.context = int(getattr(self.lm.config, "max_position_embeddings", 2048))
+        self.encoder = ChatEncoder(tokenizer, image_tokens, system, max_len=self.context)
+        self._asr_model, self._asr = asr_model, None
+        self._lock = threading.Lock()  # one generation at a time: the model is shared
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | None = None, asr_model: str | None = None,
+             quantize: bool | None = None) -> Assistant:
+        """A multimodal directory (mmphi.json) or any plain causal LM folder / hub id (text only)."""
+        device = device or default_device()
+        if (Path(path) / "mmphi.json").exists():
+            from mmphi.mm.loading import load_multimodal
+
+            model, tok = load_multimodal(path, device=device, quantize=quantize)
+            return cls(model, tok, True, str(path), asr_model)
+        from mmphi.lm.loading import load_causal_lm
+        from mmphi.tokenizer import load_tokenizer
+
+        lm = load_causal_lm(str(path), quantize=bool(quantize), device=device).eval()
+        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model)
+
+    @property
+    def asr(self):
+        if self._asr is None:
+            from mmphi.audio import Transcriber
+
+            self._asr = Transcriber(self._asr_model)
+        return self._asr
+
+    # ------------------------------------------------------------------ prompt
+    def _rounds(self, messages: Sequence[Message]) -> tuple[list[tuple[str, str | None]], object, list[str], list]:
+        if not messages or messages[-1].role != "user":
+            raise InputError("the conversation must end with a user message")
+        rounds: list[tuple[str, str | None]] = []
+        transcripts, warnings, image, image_round = [], [], None, None
+        for m in messages:
+            if m.role == "assistant":
+                if not rounds or rounds[-1][1] is not None:
+                    raise InputError("an assistant message must follow a user message")
+                rounds[-1] = (rounds[-1][0], m.text)
+                continue
+            if rounds and rounds[-1][1] is None:
+                raise InputError("two user messages in a row; put them in one message")
+            text = (m.text or "").replace(IMAGE, "").strip()
+            if m.audio is not None:
+                heard = self.asr.transcribe(m.audio).text
+                transcripts.append(heard)
+                text = f"{text}\n{heard}".strip()
+            if m.image is not None:
+                if not self.multimodal:
+                    raise InputError(f"{self.source} is a text-only model: it cannot take images")
+                if image is not None:
+                    warnings.append("only one image per conversation: the most recent one is used")
+                image, image_round = load_image(m.image), len(rounds)
+            if not text and m.image is None:
+                raise InputError("empty message: send some text, an image or audio")
+            rounds.append((text, None))
+        if image is not None:
+            u, a = rounds[image_round]
+            rounds[image_round] = (f"{IMAGE}\n{u}" if u else IMAGE, a)
+        return rounds, image, transcripts, warnings
+
+    def _fit(self, rounds: list, image_round: int | None, budget: int):
+        """Encode, dropping the oldest rounds (not the image's) until the prompt fits ``budget`` tokens."""
+        dropped = 0
+        while True:
+            ex = self.encoder.encode(rounds, "image" if image_round is not None else None)
+            if ex is not None and len(ex) <= budget:
+                return ex, dropped
+            droppable = [i for i in range(len(rounds) - 1) if i != image_round]
+            if not droppable:
+                n = "?" if ex is None else len(ex)
+                raise PromptTooLong(f"the prompt ({n} tokens) does not fit the model's context of {self.context} "
+                                    f"tokens with room for the answer; shorten the message or lower max_new_tokens")
+            rounds.pop(droppable[0])
+            if image_round is not None and droppable[0] < image_round:
+                image_round -= 1
+            dropped += 1
+
+    @torch.no_grad()
+    def _embeds(self, ex, image) -> torch.Tensor:
+        device = next(self.lm.parameters()).device
+        ids = torch.tensor([ex.input_ids], device=device)
+        if not self.multimodal:
+            return self.lm.get_input_embeddings()(ids)
+        mask = torch.tensor([ex.image_mask], device=device)
+        feats = None
+        if image is not None:
+            if self.model.encoder is None:
+                raise InputError("this model directory has no vision encoder to read raw images")
+            feats = self.model.encoder.encode([image])  # (1, N, D)
+        return self.model.embed(ids, mask, feats)
+
+    # ------------------------------------------------------------------ replies
+    def stream(self, messages: Sequence[Message], params: GenerationParams | None = None,
+               stop: threading.Event | None = None) -> Iterator[Event]:
+        """Transcript events first, then token deltas as they are generated, then "done" with the Reply."""
+        params = params or GenerationParams()
+        start = time.perf_counter()
+        rounds, image, transcripts, warnings = self._rounds(messages)
+        for t in transcripts:
+            yield Event("transcript", t)
+        image_round = next((i for i, (u, _) in enumerate(rounds) if IMAGE in u), None)
+        ex, dropped = self._fit(rounds, image_round, self.context - params.max_new_tokens)
+        if dropped:
+            warnings.append(f"the {dropped} oldest round(s) were left out to fit the context")
+        reply = Reply("", transcripts, 0, len(ex), "stop", dropped, warnings)
+        stop = stop or threading.Event()
+        with self._lock:
+            embeds = self._embeds(ex, image)
+            ids: list[int] = []
+            shown = ""
+            for tok in stream_tokens(self.lm, embeds, params, self.tokenizer.eos_token_id, self.encoder.pad_id, stop):
+                if reply.time_to_first_token_s is None:
+                    reply.time_to_first_token_s = time.perf_counter() - start
+                ids.append(tok)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                    yield Event("token", text[len(shown):])
+                    shown = text
+        reply.tokens = len(ids)
+        reply.text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if stop.is_set() and len(ids) < params.max_new_tokens:
+            reply.finish_reason = "cancelled"
+        elif len(ids) >= params.max_new_tokens:
+            reply.finish_reason = "length"
+        reply.elapsed_s = time.perf_counter() - start
+        yield Event("done", reply=reply)
+
+    def reply(self, messages: Sequence[Message], params: GenerationParams | None = None) -> Reply:
+        final = None
+        for event in self.stream(messages, params):
+            if event.kind == "done":
+                final = event.reply
+        assert final is not None
+        return final

@@ -1,0 +1,34 @@
+"""Loading a causal LM for the multimodal stages and inference: full precision or 4-bit NF4."""
+
+from __future__ import annotations
+
+import torch
+
+from mmphi.errors import MmphiError
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on CUDA (Phi-2's own dtype), fp32 on CPU (no fast bf16 matmul on most CPUs)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_causal_lm(source: str, quantize: bool = False, device: torch.device | None = None):
+    """``AutoModelForCausalLM`` from a folder or hub id; with ``quantize``, every linear layer but the
+    LM head in 4-bit NF4 with double quantisation (QLoRA's recipe)."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    device = device or default_device()
+    dtype = compute_dtype(device)
+    try:
+        if quantize:
+            qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=dtype)
+            return AutoModelForCausalLM.from_pretrained(source, quantization_config=qc, dtype=dtype,
+                                                        device_map={"": str(device)})
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+    except (OSError, ValueError) as err:
+        raise MmphiError(f"cannot load the language model {source!r}: {err}") from err

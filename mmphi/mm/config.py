@@ -1,0 +1,61 @@
+"""Settings of ``mmphi align`` (stage 1) and ``mmphi finetune`` (stage 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mmphi.config import TrainArgs, check, opt
+from mmphi.mm.projector import KINDS
+
+
+@dataclass
+class StageArgs(TrainArgs):
+    data: str = opt("", "a shapes world folder, or a training file (COCO captions for align, LLaVA-Instruct "
+                        "JSON for finetune)", required=True)
+    val_data: str = opt("", "validation file of the same format (a world brings its own val split)")
+    features: str = opt("", "feature store of the images (from `mmphi embed`)", required=True)
+    max_len: int = opt(512, "longest sequence in tokens (image placeholders included); later rounds are dropped")
+    quantize: bool = opt(False, "load the LM in 4-bit NF4 (bitsandbytes)")
+    val_limit: int = opt(300, "validation questions answered by greedy decoding at the end (0 = skip)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(bool(self.data), "data is required (--data)")
+        check(bool(self.features), "features is required (--features): a store made by `mmphi embed`")
+        check(self.max_len >= 16, f"max_len must be >= 16, got {self.max_len}")
+        check(self.val_limit >= 0, "val_limit must be >= 0")
+
+
+@dataclass
+class AlignConfig(StageArgs):
+    lm: str = opt("", "the language model: a folder (e.g. a pretrain run's final/) or a hub id", required=True)
+    vision: str = opt("", "the vision encoder the features came from (folder or hub id), recorded for inference",
+                      required=True)
+    projector: Literal["linear", "mlp2x_gelu", "resblock"] = opt("mlp2x_gelu", "projector kind: " + ", ".join(KINDS))
+    system: str = opt("", "system line that opens every conversation (LLaVA's phi template uses a long one)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(bool(self.lm), "lm is required (--lm)")
+        check(bool(self.vision), "vision is required (--vision)")
+
+
+@dataclass
+class FinetuneConfig(StageArgs):
+    quantize: bool = opt(True, "load the LM in 4-bit NF4 (QLoRA); --no-quantize trains plain LoRA")
+    init: str = opt("", "stage-1 output folder (align's final/): LM, projector, vision, template", required=True)
+    lora_r: int = opt(16, "LoRA rank")
+    lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = opt(0.05, "LoRA dropout")
+    lora_targets: list[str] = opt([], "module names to adapt; empty = the architecture's default "
+                                      "(Phi: q_proj,k_proj,v_proj,dense,fc1,fc2)")
+    projector_lr: float = opt(0.0, "learning rate of the projector; 0 = same as lr")
+    merge: bool = opt(False, "also export final/ with the adapters merged into full-precision LM weights")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(bool(self.init), "init is required (--init): the output of `mmphi align`")
+        check(self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be > 0")
+        check(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
+        check(self.projector_lr >= 0, "projector_lr must be >= 0")

@@ -1,0 +1,204 @@
+"""Conversations and captions -> token ids, labels and image-placeholder masks (DESIGN §5).
+
+Template (``mmphi.chat``): ``{system} USER: <image>\\n{q} ASSISTANT: {a}<|endoftext|>USER: ...``.
+Each text segment is tokenised on its own and the image placeholder is expanded into
+``image_tokens`` positions, recorded in an explicit mask (never found by matching token ids).
+Labels are -100 everywhere except on assistant answers and their EOS.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mmphi.chat import ASSISTANT, IMAGE, user_prefix
+from mmphi.errors import MmphiError
+
+IGNORE = -100
+CAPTION_PROMPTS = ("Describe the image briefly.", "Write a short caption for this image.",
+                   "What is in this picture? Answer in one sentence.", "Caption this image.")
+
+
+class DataError(MmphiError):
+    pass
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    image_mask: list[bool]
+    image: str | None  # feature-store key
+    id: str
+    types: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+class ChatEncoder:
+    """Tokenises (user, answer) rounds into an ``Example``; the same code serves training and inference."""
+
+    def __init__(self, tokenizer, image_tokens: int, system: str = "", max_len: int = 512):
+        self.tok, self.image_tokens, self.system, self.max_len = tokenizer, image_tokens, system, max_len
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos_id = tokenizer.eos_token_id
+
+    def ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False).input_ids if text else []
+
+    def prompt_ids(self, user: str, first: bool) -> tuple[list[int], list[bool]]:
+        """Ids and image mask of one user turn up to and including "ASSISTANT:"."""
+        text = f"{user_prefix(self.system, first)}{user} {ASSISTANT}"
+        parts = text.split(IMAGE)
+        if len(parts) > 2:
+            raise DataError("a conversation may hold at most one <image>")
+        ids, mask = self.ids(parts[0]), []
+        mask = [False] * len(ids)
+        if len(parts) == 2:
+            ids += [self.pad_id] * self.image_tokens  # placeholder ids: replaced by image features
+            mask += [True] * self.image_tokens
+            tail = self.ids(parts[1])
+            ids += tail
+            mask += [False] * len(tail)
+        return ids, mask
+
+    def encode(self, rounds: Sequence[tuple[str, str | None]], image: str | None, id: str = "",
+               types: Sequence[str] = ()) -> Example | None:
+        """Whole rounds are kept while they fit ``max_len``; the image is never cut (None if it cannot fit)."""
+        ids: list[int] = []
+        labels: list[int] = []
+        mask: list[bool] = []
+        kept = 0
+        for i, (user, answer) in enumerate(rounds):
+            p_ids, p_mask = self.prompt_ids(user, first=i == 0)
+            a_ids = [] if answer is None else self.ids(f" {answer}") + [self.eos_id]
+            if len(ids) + len(p_ids) + len(a_ids) > self.max_len:
+                if i > 0:
+                    break  # drop this and later rounds
+                if len(p_ids) >= self.max_len:
+                    return None  # even the first question (with its image) does not fit
+                a_ids = a_ids[: self.max_len - len(p_ids)]  # cut the first answer's tail, never the image
+            ids += p_ids + a_ids
+            labels += [IGNORE] * len(p_ids) + a_ids
+            mask += p_mask + [False] * len(a_ids)
+            kept += 1
+        if image is not None and sum(mask) != self.image_tokens:
+            raise DataError(f"record {id!r} has an image but no <image> placeholder in its first turn")
+        return Example(ids, labels, mask, image if any(mask) else None, id, list(types)[:kept])
+
+
+def _image_first(text: str) -> str:
+    return text if IMAGE in text else f"{IMAGE}\n{text}"
+
+
+def llava_examples(path: Path, enc: ChatEncoder) -> tuple[list[Example], int]:
+    """LLaVA-Instruct-150K records -> examples; returns (examples, records skipped as too long)."""
+    try:
+        records = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"cannot read conversations {path}: {err}") from err
+    out, skipped = [], 0
+    for n, r in enumerate(records):
+        conv = r.get("conversations")
+        if not conv or len(conv) % 2 or any(t.get("from") != want for t, want in
+                                                 zip(conv, ["human", "gpt"] * len(conv), strict=False)):
+            raise DataError(f"{path}: record {r.get('id', n)!r} is not alternating human/gpt turns")
+        rounds = [(conv[k]["value"].strip(), conv[k + 1]["value"].strip()) for k in range(0, len(conv), 2)]
+        image = r.get("image")
+        if image is not None:
+            rounds[0] = (_image_first(rounds[0][0]), rounds[0][1])
+        else:
+            rounds = [(u.replace(IMAGE, "").strip(), a) for u, a in rounds]
+        ex = enc.encode(rounds, image, str(r.get("id", n)), r.get("types", ()))
+        if ex is None:
+            skipped += 1
+        else:
+            out.append(ex)
+    return out, skipped
+
+
+def caption_examples(path: Path, enc: ChatEncoder, blind: bool = False) -> list[Example]:
+    """COCO captions -> one example per caption; the prompt varies, deterministically per annotation."""
+    try:
+        coco = json.loads(Path(path).read_text())
+        names = {im["id"]: im["file_name"] for im in coco["images"]}
+        anns = coco["annotations"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"cannot read COCO captions {path}: {err}") from err
+    out = []
+    for ann in anns:
+        prompt = CAPTION_PROMPTS[ann["id"] % len(CAPTION_PROMPTS)]
+        if not blind:
+            prompt = f"{prompt}\n{IMAGE}" if ann["id"] % 2 else f"{IMAGE}\n{prompt}"
+        ex = enc.encode([(prompt, ann["caption"].strip())], None if blind else names[ann["image_id"]],
+                        f"caption-{ann['id']}")
+        if ex is not None:
+            out.append(ex)
+    return out
+
+
+def collate(examples: Sequence[Example], pad_id: int, store=None) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; the attention mask comes from lengths (EOS is also PAD)."""
+    width = max(len(e) for e in examples)
+    n = len(examples)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE, dtype=torch.long)
+    image_mask = torch.zeros((n, width), dtype=torch.bool)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        k = len(e)
+        input_ids[i, :k] = torch.tensor(e.input_ids)
+        labels[i, :k] = torch.tensor(e.labels)
+        image_mask[i, :k] = torch.tensor(e.image_mask)
+        attention[i, :k] = 1
+    batch = {"input_ids": input_ids, "labels": labels, "image_mask": image_mask, "attention_mask": attention}
+    keys = [e.image for e in examples if e.image is not None]
+    if keys:
+        if store is None:
+            raise DataError("these examples have images but no feature store was given")
+        missing = [e for e in examples if e.image is not None and e.image not in store]
+        if missing:
+            raise DataError(f"record {missing[0].id!r}: image {missing[0].image!r} is not in the feature store "
+                            f"{getattr(store, 'path', '')} (run `mmphi embed` on these images)")
+        batch["features"] = store.get_many(keys)  # (n_images, N, D)
+    return batch
+
+
+class LengthGroupedSampler:
+    """Global batch ``i`` of a shuffled epoch in which batches hold examples of similar length.
+
+    Each epoch is a seeded permutation, cut into mega-batches of ``group`` batches that are sorted
+    by length before being split; the batch order is then shuffled. Pure function of (seed, i), so
+    resuming needs only the step.
+    """
+
+    def __init__(self, lengths: Sequence[int], seed: int, group: int = 32):
+        self.lengths = np.asarray(lengths)
+        self.seed, self.group = seed, group
+        self._cache: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def _epoch(self, epoch: int, size: int) -> list[np.ndarray]:
+        key = (epoch, size)
+        if key not in self._cache:
+            rng = np.random.default_rng([self.seed, epoch])
+            perm = rng.permutation(len(self.lengths))
+            perm = np.concatenate([perm, perm[: (-len(perm)) % size]])  # whole batches only
+            batches = []
+            span = size * self.group
+            for start in range(0, len(perm), span):
+                chunk = perm[start:start + span]
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                batches += [chunk[j:j + size] for j in range(0, len(chunk), size)]
+            order = rng.permutation(len(batches))
+            self._cache = {key: [batches[j] for j in order]}
+        return self._cache[key]
+
+    def batch(self, index: int, size: int) -> np.ndarray:
+        per_epoch = -(-len(self.lengths) // size)
+        return self._epoch(index // per_epoch, size)[index % per_epoch]

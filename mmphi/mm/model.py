@@ -1,0 +1,172 @@
+"""The multimodal model: a causal LM + a projector (+ the vision encoder when images come raw).
+
+Composed as plain attributes (nanoVLM style). Image features are projected and written into
+``inputs_embeds`` at the image placeholder positions with one ``masked_scatter`` (after checking
+that there are exactly as many placeholders as feature vectors); the LM only ever sees
+``inputs_embeds``. The LM head is applied only where the loss is (answer tokens), over the LM's
+live vocabulary (see ``mmphi.lm.model``).
+
+Saved directory (``final/`` of stages 1 and 2; what chat / app / serve / eval load)::
+
+    mmphi.json               kind, LM source, projector spec, vision source, template, quantisation
+    projector.safetensors    projector weights
+    tokenizer files          the LM's tokenizer
+    lm/                      the LM's weights when they are local (or merged); else a hub id in mmphi.json
+    adapters/                peft LoRA adapters (stage 2, unless merged)
+    vision/                  the vision encoder when it is local (so the directory is self-contained)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mmphi.errors import MmphiError
+from mmphi.lm.model import VocabMap, head_logits, live_vocab
+from mmphi.mm.projector import build_projector
+
+FORMAT = "mmphi-multimodal"
+# LoRA targets per architecture (attention + MLP projections); --lora-targets overrides.
+LORA_TARGETS = {
+    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+class ModelLoadError(MmphiError):
+    pass
+
+
+def base_lm(lm: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (LoRA layers live inside it, in place)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+def lora_targets(model_type: str, override: list[str] | None = None) -> list[str]:
+    if override:
+        return override
+    if model_type not in LORA_TARGETS:
+        raise MmphiError(f"no default LoRA target modules for model type {model_type!r}; "
+                         f"pass --lora-targets (known types: {', '.join(LORA_TARGETS)})")
+    return LORA_TARGETS[model_type]
+
+
+class MultimodalLM(nn.Module):
+    def __init__(self, lm: nn.Module, projector: nn.Module, spec: dict[str, Any], encoder: nn.Module | None = None):
+        super().__init__()
+        self.lm = lm
+        self.projector = projector
+        self.encoder = encoder  # only for raw images (inference); training reads the feature store
+        self.spec = spec  # what mmphi.json records: projector kind/dims, image_tokens, vision source, system...
+        vocab = live_vocab(base_lm(lm))
+        self.vocab = VocabMap(vocab)
+        self.register_buffer("vocab_ids", vocab if vocab is not None else torch.empty(0, dtype=torch.long),
+                             persistent=False)
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def image_tokens(self) -> int:
+        return int(self.spec["image_tokens"])
+
+    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with projected image features written at the placeholder positions."""
+        embeds = self.lm.get_input_embeddings()(input_ids)  # (B, T, C)
+        n_slots = int(image_mask.sum())
+        n_feats = 0 if features is None else features.shape[0] * features.shape[1]
+        if n_slots != n_feats:
+            raise ValueError(f"{n_slots} image placeholder positions but {n_feats} image feature vectors")
+        if features is None or n_feats == 0:
+            return embeds
+        proj = self.projector(features.to(self.projector_dtype))  # (n_images, N, C)
+        # Row-major order: the k-th image of the batch fills the k-th run of placeholders.
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), proj.to(embeds.dtype))
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    def hidden_states(self, input_ids, attention_mask, image_mask, features) -> torch.Tensor:
+        embeds = self.embed(input_ids, image_mask, features)
+        body = base_lm(self.lm).get_decoder()
+        return body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
+
+    def forward(self, input_ids, attention_mask, image_mask, labels, features=None) -> torch.Tensor:
+        """Mean loss over the answer tokens (labels != -100), computing logits only there."""
+        hidden = self.hidden_states(input_ids, attention_mask, image_mask, features)
+        targets = labels[:, 1:]  # position t predicts token t+1
+        where = targets != -100
+        picked = hidden[:, :-1][where]  # (M, C): only positions that carry loss
+        vocab = self.vocab_ids if self.vocab.ids is not None else None
+        logits = head_logits(base_lm(self.lm), picked, vocab)  # (M, V or K)
+        return F.cross_entropy(logits.float(), self.vocab.targets(targets[where]), ignore_index=-100)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, path: str | Path, tokenizer, lm_source: str, vision_source: str | None) -> None:
+        """Write the directory described in the module doc. ``lm_source``: where the LM weights come from."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()},
+                  tmp / "projector.safetensors")
+        tokenizer.save_pretrained(tmp)
+        spec = dict(self.spec)
+        spec["lm"] = _copy_or_reference(lm_source, tmp / "lm")
+        if vision_source:
+            spec["vision"] = {**spec.get("vision", {}), "source": _copy_or_reference(vision_source, tmp / "vision")}
+        if hasattr(self.lm, "peft_config"):
+            self.lm.save_pretrained(tmp / "adapters")
+            spec["adapters"] = "adapters"
+        (tmp / "mmphi.json").write_text(json.dumps({"format": FORMAT, **spec}, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+
+
+def _copy_or_reference(source: str, dest: Path) -> str:
+    """Local model folders are copied in (self-contained output); hub ids are referenced."""
+    src = Path(source)
+    if src.is_dir():
+        if (src / "mmphi.json").exists() and (src / "lm").is_dir():  # a stage-1 output: take its LM
+            src = src / "lm"
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns("*.tmp"))
+        return dest.name
+    return source
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    spec_file = Path(path) / "mmphi.json"
+    if not spec_file.exists():
+        raise ModelLoadError(f"{path} is not an mmphi multimodal model directory (no mmphi.json)")
+    spec = json.loads(spec_file.read_text())
+    if spec.get("format") != FORMAT:
+        raise ModelLoadError(f"{spec_file} has format {spec.get('format')!r}, expected {FORMAT!r}")
+    return spec
+
+
+def resolve(path: str | Path, ref: str) -> str:
+    """A source recorded in mmphi.json: a folder inside the model directory, or a hub id / absolute path."""
+    local = Path(path) / ref
+    return str(local) if local.exists() else ref
+
+
+def load_projector(path: str | Path, spec: dict[str, Any]) -> nn.Module:
+    p = spec["projector"]
+    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"])
+    weights = Path(path) / "projector.safetensors"
+    try:
+        projector.load_state_dict(load_file(weights))
+    except Exception as err:
+        raise ModelLoadError(f"cannot load projector weights {weights}: {err}") from err
+    return projector

@@ -1,0 +1,184 @@
+"""Stage 1 (``mmphi align``) and stage 2 (``mmphi finetune``): a stage = a freeze/quantise policy + data.
+
+Both run the shared ``fit()`` on a ``ConversationTask``; they differ only in what is trainable
+(stage 1: the projector, LM frozen; stage 2: LoRA adapters on the LM, 4-bit NF4 by default, and
+the projector) and in their data (captions vs. instruction conversations).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mmphi.eval.vqa import single_questions, vqa_accuracy
+from mmphi.lm.loading import load_causal_lm
+from mmphi.mm.config import AlignConfig, FinetuneConfig
+from mmphi.mm.data import ChatEncoder, Example, LengthGroupedSampler, caption_examples, collate, llava_examples
+from mmphi.mm.model import MultimodalLM, base_lm, load_projector, lora_targets, read_spec, resolve
+from mmphi.mm.projector import build_projector
+from mmphi.tokenizer import load_tokenizer
+from mmphi.train.dist import process_state
+from mmphi.train.loop import evaluate_loss, fit
+from mmphi.train.rundir import RunDir
+from mmphi.vision.store import FeatureStore
+
+
+class ConversationTask:
+    """Length-grouped batches of ``Example``s with their image features from the store."""
+
+    unit = "tokens"
+
+    def __init__(self, train: list[Example], val: list[Example], store: FeatureStore, pad_id: int, seed: int,
+                 eval_batch: int, flops_per_token: float, save_final):
+        if not train:
+            raise ValueError("no training examples")
+        self.train, self.val, self.store, self.pad_id = train, val, store, pad_id
+        self.sampler = LengthGroupedSampler([len(e) for e in train], seed)
+        self.eval_batch, self.fpt, self._save_final = eval_batch, flops_per_token, save_final
+
+    def batch(self, index: int, size: int, rank: int, world: int) -> dict:
+        chosen = self.sampler.batch(index, size * world)[rank * size:(rank + 1) * size]
+        return collate([self.train[i] for i in chosen], self.pad_id, self.store)
+
+    def loss(self, model, batch):
+        tokens = float(batch["attention_mask"].sum())
+        counts = {"tokens": tokens, "samples": float(len(batch["input_ids"])), "flops": tokens * self.fpt,
+                  "loss_tokens": float((batch["labels"] != -100).sum())}
+        return model(**batch), counts
+
+    def eval_batches(self, examples: Sequence[Example] | None = None):
+        examples = self.val if examples is None else examples
+        for i in range(0, len(examples), self.eval_batch):
+            yield collate(examples[i:i + self.eval_batch], self.pad_id, self.store)
+
+    def save_final(self, model, path: Path) -> None:
+        self._save_final(model, path)
+
+    def with_val(self, examples: list[Example]) -> ConversationTask:
+        other = copy.copy(self)
+        other.val = examples
+        return other
+
+
+def _files(data: str, val_data: str, name: str) -> tuple[Path, Path | None]:
+    world = Path(data)
+    if (world / "world.json").exists():
+        return world / "train" / name, Path(val_data) if val_data else world / "val" / name
+    return world, Path(val_data) if val_data else None
+
+
+def _flops_per_token(lm, trainable_body: bool) -> float:
+    """~2N forward + 2N activation gradients (+ 2N weight gradients when the body itself trains)."""
+    n = sum(p.numel() for name, p in base_lm(lm).named_parameters() if "embed" not in name and "lm_head" not in name)
+    return (6 if trainable_body else 4) * n
+
+
+def _open_store(path: str) -> FeatureStore:
+    return FeatureStore.open(path)
+
+
+def blind_loss(task: ConversationTask, model, examples: list[Example], batches: int) -> float:
+    """Validation loss of the same model on the same targets with the image removed from the prompt."""
+    return evaluate_loss(task.with_val(examples), model, next(model.parameters()).device, batches)
+
+
+def align(cfg: AlignConfig) -> dict:
+    procs = process_state()
+    run = RunDir(cfg.out).create()
+    tokenizer = load_tokenizer(cfg.lm)
+    store = _open_store(cfg.features)
+    enc = ChatEncoder(tokenizer, store.num_tokens, cfg.system, cfg.max_len)
+    train_file, val_file = _files(cfg.data, cfg.val_data, "captions.json")
+    train = caption_examples(train_file, enc)
+    val = caption_examples(val_file, enc) if val_file else []
+    lm = load_causal_lm(cfg.lm, cfg.quantize)
+    lm.requires_grad_(False)  # stage 1: the LM is frozen
+    torch.manual_seed(cfg.seed)
+    projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size)
+    spec = {"projector": {"kind": cfg.projector, "in_dim": store.feature_dim, "out_dim": lm.config.hidden_size},
+            "image_tokens": store.num_tokens, "vision": {"identity": store.identity}, "system": cfg.system,
+            "quantized": cfg.quantize, "stage": "align"}
+    model = MultimodalLM(lm, projector.to(lm.device), spec)
+
+    def save_final(m: MultimodalLM, path: Path) -> None:
+        m.save_pretrained(path, tokenizer, cfg.lm, cfg.vision)
+
+    task = ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
+                            _flops_per_token(lm, trainable_body=False), save_final)
+    result = fit(task, model, cfg, run, {"verb": "align", "train_examples": len(train), "settings": vars(cfg)})
+    if not procs.is_main_process:
+        return result
+    summary = {**result, "val_caption_loss": result["final_val_loss"]}
+    if val_file:
+        blind = caption_examples(val_file, enc, blind=True)
+        summary["val_caption_loss_blind"] = blind_loss(task, model, blind, cfg.eval_batches)
+        print(f"val caption loss with the image {summary['val_caption_loss']:.3f} vs. with the image removed "
+              f"{summary['val_caption_loss_blind']:.3f}")
+    run.plot_loss("stage 1: projector alignment (LM frozen)")
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def _peft(lm, cfg: FinetuneConfig):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quantize:
+        lm = prepare_model_for_kbit_training(lm, use_gradient_checkpointing=cfg.grad_checkpointing)
+    targets = lora_targets(lm.config.model_type, cfg.lora_targets)
+    return get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                         target_modules=targets, bias="none", task_type="CAUSAL_LM"))
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    procs = process_state()
+    run = RunDir(cfg.out).create()
+    spec = read_spec(cfg.init)
+    tokenizer = load_tokenizer(cfg.init)
+    store = _open_store(cfg.features)
+    if store.num_tokens != spec["image_tokens"] or store.feature_dim != spec["projector"]["in_dim"]:
+        raise ValueError(f"feature store {cfg.features} ({store.num_tokens}x{store.feature_dim}) does not match "
+                         f"the projector of {cfg.init} ({spec['image_tokens']}x{spec['projector']['in_dim']})")
+    enc = ChatEncoder(tokenizer, store.num_tokens, spec.get("system", ""), cfg.max_len)
+    train_file, val_file = _files(cfg.data, cfg.val_data, "instruct.json")
+    train, skipped = llava_examples(train_file, enc)
+    val = llava_examples(val_file, enc)[0] if val_file else []
+    lm_source = resolve(cfg.init, spec["lm"])
+    torch.manual_seed(cfg.seed)
+    lm = _peft(load_causal_lm(lm_source, cfg.quantize), cfg)
+    projector = load_projector(cfg.init, spec).to(lm.device)
+    projector.requires_grad_(True)  # trained in full precision, never quantised
+    spec = {**spec, "quantized": cfg.quantize, "stage": "finetune", "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha}}
+    model = MultimodalLM(lm, projector, spec)
+    if cfg.projector_lr:
+        model.lr_overrides = {"projector.": cfg.projector_lr}
+    vision = resolve(cfg.init, spec["vision"]["source"]) if "source" in spec.get("vision", {}) else None
+
+    def save_final(m: MultimodalLM, path: Path) -> None:
+        m.save_pretrained(path, tokenizer, lm_source, vision)
+
+    task = ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
+                            _flops_per_token(lm, trainable_body=False), save_final)
+    facts = {"verb": "finetune", "train_examples": len(train), "skipped_too_long": skipped, "settings": vars(cfg)}
+    result = fit(task, model, cfg, run, facts)
+    if not procs.is_main_process:
+        return result
+    summary = dict(result)
+    if cfg.val_limit and val_file:
+        items = single_questions(val_file, cfg.val_limit)
+        summary["val_vqa"] = vqa_accuracy(model, tokenizer, enc, items, store.get_many)
+        _print_vqa(summary["val_vqa"])
+    if cfg.merge:
+        from mmphi.mm.export import merge_adapters
+
+        summary["merged"] = str(merge_adapters(run.final, run.path / "merged"))
+    run.plot_loss("stage 2: instruction tuning (LoRA + projector)")
+    run.write_json("summary.json", summary)
+    return summary
+
+
+def _print_vqa(res: dict) -> None:
+    for mode in ("image", "blind"):
+        print(f"val VQA ({mode}): " + ", ".join(f"{k} {v['accuracy'] * 100:.1f}" for k, v in res[mode].items()))
