@@ -45,6 +45,8 @@ VERBS: dict[str, Verb] = {
                   "stage 1: train the projector on captions (LM frozen)"),
     "finetune": Verb("mmphi.mm.config:FinetuneConfig", "mmphi.mm.stages:finetune",
                      "stage 2: QLoRA adapters + projector on instruction conversations"),
+    "eval": Verb("mmphi.eval.config:EvalConfig", "mmphi.eval.run:evaluate",
+                 "VQA accuracy (typed / spoken / blind), captions, ASR and perplexity on a held-out split"),
     "chat": Verb("mmphi.infer.config:ChatConfig", "mmphi.infer.chat_cli:chat",
                  "chat with a model in the terminal: one question, or interactively; --image, --audio"),
     "demo": Verb("mmphi.demo.config:DemoConfig", "mmphi.demo.run:run_demo",

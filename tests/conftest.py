@@ -16,3 +16,18 @@ def small_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
     build_world(WorldConfig(out=str(out), scenes=60, corpus_scenes=40, speech=4, seed=3))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    from helpers import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("clip-shared"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mm_dir(tmp_path_factory, tiny_clip_dir) -> Path:
+    """A saved multimodal model: random tiny Phi (128-token context) + tiny CLIP + projector."""
+    from helpers import make_multimodal
+
+    return make_multimodal(tmp_path_factory.mktemp("mm"), tiny_clip_dir)

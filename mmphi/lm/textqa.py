@@ -19,8 +19,18 @@ from mmphi.world.language import full_captions
 EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
 
 
+def _description_style(split_dir: Path) -> str:
+    """How the world's corpus describes scenes (its world.json), so questions are asked the same way."""
+    world = split_dir.parent / "world.json"
+    if world.exists():
+        return json.loads(world.read_text()).get("settings", {}).get("corpus_descriptions", "paraphrased")
+    return "paraphrased"
+
+
 def text_questions(split_dir: Path, limit: int) -> list[dict]:
-    """Single-turn questions (first ``limit``) with the image replaced by one of its full captions."""
+    """Single-turn questions (first ``limit``) with the image replaced by a description of the scene
+    in the style of the world's corpus: its canonical description, or one of its full captions."""
+    style = _description_style(split_dir)
     records = json.loads((split_dir / "instruct.json").read_text())
     coco = json.loads((split_dir / "captions.json").read_text())
     names = {im["id"]: im["file_name"] for im in coco["images"]}
@@ -36,7 +46,7 @@ def text_questions(split_dir: Path, limit: int) -> list[dict]:
             q = conv[2 * k]["value"]
             if IMAGE not in q:  # later turns: put the image where LLaVA puts it most, first
                 q = f"{IMAGE}\n{q}"
-            options = full_captions(caps[r["image"]])
+            options = full_captions(caps[r["image"]]) if style == "paraphrased" else caps[r["image"]][:1]
             desc = options[len(out) % len(options)]
             out.append({"type": kind, "prompt": format_conversation([(q.replace(IMAGE, desc), None)]),
                         "answer": conv[2 * k + 1]["value"], "record": r["id"]})

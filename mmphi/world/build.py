@@ -52,12 +52,14 @@ def _split_sizes(cfg: WorldConfig) -> dict[str, int]:
     return {"train": cfg.scenes - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str]) -> str:
+def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str], cfg: WorldConfig) -> str:
     """A conversation in the chat template where the scene's description stands in for the image."""
-    desc = language.full_captions(caps)[int(rng.integers(4))]
+    options = language.full_captions(caps)
+    desc = options[int(rng.integers(len(options)))] if cfg.corpus_descriptions == "paraphrased" else caps[0]
     # Several rounds per description: answers are the learnable part of the text (the descriptions
     # themselves are random), so more rounds per document give the LM more signal per token.
-    turns = language.conversation(scene, rng, int(rng.integers(2, 6)))
+    low, high = cfg.corpus_rounds
+    turns = language.conversation(scene, rng, int(rng.integers(low, high + 1)))
     first_q = turns[0][1]
     first = f"{first_q}\n{desc}" if rng.random() < 0.5 else f"{desc}\n{first_q}"
     rounds = [(first, turns[0][2])] + [(q, a) for _, q, a in turns[1:]]
@@ -88,7 +90,7 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
         records.append({"id": f"{split}-{i:06d}", "image": name, "conversations": conv,
                         "types": [t for t, _, _ in turns]})
         truth.append({"id": i, "file_name": name, **scene.to_json()})
-        corpus.append(_corpus_doc(scene, rng, caps))
+        corpus.append(_corpus_doc(scene, rng, caps, cfg))
     coco = {"info": {"description": f"shapes world {split} captions", "version": "1.0"},
             "licenses": [], "images": images, "annotations": annotations}
     _dump(d / "captions.json", coco)
@@ -106,14 +108,16 @@ def _extra_corpus(root: Path, cfg: WorldConfig, taken: set) -> None:
     for i, scene in enumerate(_draw(cfg.seed, CORPUS_STREAM, cfg.corpus_scenes, taken, cfg.max_objects,
                                     "world corpus")):
         rng = np.random.default_rng([cfg.seed, CORPUS_STREAM, i, 1])
-        docs.append(_corpus_doc(scene, rng, language.captions(scene, rng)))
+        docs.append(_corpus_doc(scene, rng, language.captions(scene, rng), cfg))
     if docs:
         with open(root / "train" / "corpus.txt", "a") as f:
             f.write("\n" + "\n\n".join(docs) + "\n")
 
 
 def _speech(root: Path, cfg: WorldConfig) -> int:
-    records = json.loads((root / "test" / "instruct.json").read_text())
+    # Only records with a question that has an exact answer ("describe" answers are sentences).
+    records = [r for r in json.loads((root / "test" / "instruct.json").read_text())
+               if any(kind != "describe" for kind in r["types"])]
     rng = np.random.default_rng([cfg.seed, 9])
     picks = rng.permutation(len(records))[: cfg.speech]
     out_dir = root / "test" / "speech"
@@ -121,7 +125,7 @@ def _speech(root: Path, cfg: WorldConfig) -> int:
     items, jobs = [], []
     for k, idx in enumerate(sorted(int(p) for p in picks)):
         rec = records[idx]
-        turn = next((t for t, kind in enumerate(rec["types"]) if kind != "describe"), 0)
+        turn = next(t for t, kind in enumerate(rec["types"]) if kind != "describe")
         q = rec["conversations"][2 * turn]["value"].replace(IMAGE, "").strip()
         a = rec["conversations"][2 * turn + 1]["value"]
         voice, speed = VOICES[k % len(VOICES)], 140 + 10 * (k % 4)

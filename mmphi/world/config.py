@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mmphi.config import check, opt
 
@@ -19,6 +20,9 @@ class WorldConfig:
     image_size: int = opt(96, "image side in pixels (a 3x3 grid of slots)")
     max_objects: int = opt(3, "objects per scene: 1..max_objects (at most 5 slots)")
     max_turns: int = opt(4, "question rounds per train conversation: 1..max_turns")
+    corpus_rounds: list[int] = opt([2, 5], "question rounds per corpus document: min,max")
+    corpus_descriptions: Literal["canonical", "paraphrased"] = opt(
+        "paraphrased", "how corpus documents describe the scene: the canonical description, or any full caption")
 
     def __post_init__(self) -> None:
         check(self.scenes >= 3, f"scenes must be >= 3 (one per split), got {self.scenes}")
@@ -30,4 +34,6 @@ class WorldConfig:
               f"image_size must be a multiple of 3 and >= 24, got {self.image_size}")
         check(1 <= self.max_objects <= 5, f"max_objects must be in 1..5, got {self.max_objects}")
         check(1 <= self.max_turns <= 6, f"max_turns must be in 1..6, got {self.max_turns}")
+        check(len(self.corpus_rounds) == 2 and 1 <= self.corpus_rounds[0] <= self.corpus_rounds[1] <= 6,
+              f"corpus_rounds must be min,max with 1 <= min <= max <= 6, got {self.corpus_rounds}")
 

@@ -1,0 +1,73 @@
+"""results.json + results.md (tables) + one bar chart per metric family, from ``mmphi eval`` results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmphi.eval.metrics import ordered_types
+from mmphi.eval.tables import accuracy_table, bar_chart, markdown_table, pct
+
+
+def _vqa_section(vqa: dict, out: Path) -> list[str]:
+    lines = ["## Visual question answering (accuracy %, greedy)", "", accuracy_table(vqa), ""]
+    types = [t for t in ordered_types(vqa["typed"]) if t != "overall"] + ["overall"]
+    groups = {name: {t: acc[t]["accuracy"] * 100 for t in types if t in acc} for name, acc in vqa.items()
+              if not name.startswith("typed (")}
+    bar_chart(out / "vqa.png", "VQA accuracy by question type", groups, ylim=(0, 100))
+    lines += ["![VQA accuracy](vqa.png)", ""]
+    return lines
+
+
+def _speech_section(results: dict, out: Path) -> list[str]:
+    asr = results["asr"]
+    vqa = results["vqa"]
+    spoken, typed = vqa["spoken"]["overall"], vqa["typed (same questions as spoken)"]["overall"]
+    lines = ["## Speech", "", markdown_table(
+        ["spoken questions", "word error rate", "real-time factor", "accuracy spoken", "accuracy typed (same)"],
+        [[asr["n"], f"{asr['wer'] * 100:.1f}%", f"{asr['real_time_factor']:.3f}", pct(spoken["accuracy"]),
+          pct(typed["accuracy"])]]), ""]
+    lines += markdown_table(["said", "heard"], [[e["said"], e["heard"]] for e in asr["examples"]]).splitlines()
+    bar_chart(out / "speech.png", "Spoken vs typed questions (same questions)",
+              {"typed": {"accuracy": typed["accuracy"] * 100}, "spoken": {"accuracy": spoken["accuracy"] * 100},
+               "ASR": {"word error rate": asr["wer"] * 100}}, ylabel="%", ylim=(0, 100))
+    return [*lines, "", "![Speech](speech.png)", ""]
+
+
+def _caption_section(cap: dict, out: Path) -> list[str]:
+    lines = ["## Captions", "", markdown_table(["images", "BLEU-4", "CIDEr-D"],
+                                               [[cap["n"], f"{cap['bleu4']:.3f}", f"{cap['cider']:.3f}"]]), ""]
+    lines += markdown_table(["image", "generated", "a reference"],
+                            [[e["image"], e["caption"], e["reference"]] for e in cap["examples"]]).splitlines()
+    bar_chart(out / "captions.png", "Caption metrics", {"model": {"BLEU-4": cap["bleu4"], "CIDEr-D": cap["cider"]}},
+              ylabel="score")
+    return [*lines, "", "![Captions](captions.png)", ""]
+
+
+def render_markdown(results: dict, out: Path) -> str:
+    lines = [f"# Evaluation of `{results['model']}` on `{results['data']}`", ""]
+    if "vqa" in results:
+        lines += _vqa_section(results["vqa"], out)
+    if "asr" in results:
+        lines += _speech_section(results, out)
+    if "captions" in results:
+        lines += _caption_section(results["captions"], out)
+    if "text_qa" in results:
+        lines += ["## Questions answered from the scene described in words", "",
+                  accuracy_table({"text": results["text_qa"]["accuracy"]}), ""]
+    if "perplexity" in results:
+        p = results["perplexity"]
+        row = [p["tokens"], f"{p['loss']:.3f}", f"{p['perplexity']:.2f}"]
+        lines += ["## Language model", "", markdown_table(["test-corpus tokens", "loss", "perplexity"], [row]), ""]
+    if results.get("examples"):
+        lines += ["## Examples", "", markdown_table(
+            ["image", "type", "question", "answer", "truth", ""],
+            [[f"![](examples/{e['image']})", e["type"], e["question"], e["prediction"], e["answer"],
+              "✓" if e["correct"] else "✗"] for e in results["examples"]]), ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (out / "results.md").write_text(render_markdown(results, out))

@@ -1,0 +1,171 @@
+"""``mmphi eval``: how good is a model on a held-out split? Writes results.json, results.md and charts.
+
+* VQA accuracy per question type: typed questions, the same questions with the image removed
+  (blind baseline), and the spoken questions through speech recognition (with the typed accuracy
+  on exactly those questions beside it);
+* captions: BLEU-4 and CIDEr-D against the split's COCO references;
+* ASR word error rate of the spoken questions, and its real-time factor;
+* LM perplexity on the split's text corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmphi.errors import MmphiError
+from mmphi.eval.config import EvalConfig
+from mmphi.eval.metrics import accuracy_by_type, bleu4, cider, perplexity, word_error_rate
+from mmphi.eval.report import write_report
+from mmphi.eval.vqa import answer_questions, single_questions
+
+
+class _Images:
+    """Raw test images -> features through the model's own vision encoder (cached per image)."""
+
+    def __init__(self, model, folder: Path):
+        self.model, self.folder, self.cache = model, folder, {}
+
+    def __call__(self, keys) -> torch.Tensor:
+        todo = [k for k in dict.fromkeys(keys) if k not in self.cache]
+        for i in range(0, len(todo), 64):
+            chunk = todo[i:i + 64]
+            images = []
+            for k in chunk:
+                with Image.open(self.folder / k) as im:
+                    images.append(im.convert("RGB"))
+            for k, f in zip(chunk, self.model.encoder.encode(images).float().cpu(), strict=True):
+                self.cache[k] = f
+        return torch.stack([self.cache[k] for k in keys])
+
+
+def _require(split: Path, name: str) -> Path:
+    path = split / name
+    if not path.exists():
+        raise MmphiError(f"{split} has no {name}; --data must be a split folder such as WORLD/test")
+    return path
+
+
+def corpus_perplexity(lm, tokenizer, corpus: Path, seq_len: int = 128, windows: int = 64) -> dict:
+    from mmphi.lm.corpus import _text_docs
+    from mmphi.lm.pretrain import lm_loss
+
+    ids: list[int] = []
+    for doc in _text_docs(corpus):
+        ids += tokenizer(doc, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        if len(ids) > seq_len * windows + 1:
+            break
+    tokens = np.asarray(ids, dtype=np.int64)
+    loss = lm_loss(lm, tokens, seq_len, windows)
+    n = min(windows, (len(tokens) - 1) // seq_len) * seq_len
+    return {"loss": loss, "perplexity": perplexity(loss * n, n), "tokens": n}
+
+
+def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key: dict) -> dict:
+    from mmphi.audio import Transcriber
+
+    items = json.loads((split / "speech.json").read_text())
+    asr = Transcriber(cfg.asr_model or None)
+    heard, audio_s, busy_s = [], 0.0, 0.0
+    for it in items:
+        t = asr.transcribe(split / it["audio"])
+        heard.append(t.text)
+        audio_s, busy_s = audio_s + t.duration_s, busy_s + t.elapsed_s
+    questions = [{"type": it["type"], "question": h, "answer": it["answer"], "image": it["image"],
+                  "record": it["record"], "spoken": it["question"]} for it, h in zip(items, heard, strict=True)]
+    rows = answer_questions(model, tok, enc, questions, images, True, "vqa spoken")
+    same = [typed_by_key[(it["record"], it["question"])] for it in items if (it["record"], it["question"])
+            in typed_by_key]
+    return {"spoken": accuracy_by_type(rows), "typed_same_questions": accuracy_by_type(same),
+            "asr": {"wer": word_error_rate([it["question"] for it in items], heard), "n": len(items),
+                    "audio_s": round(audio_s, 1), "real_time_factor": busy_s / max(audio_s, 1e-9),
+                    "examples": [{"said": it["question"], "heard": h}
+                                 for it, h in zip(items[:5], heard[:5], strict=True)]},
+            "rows": rows}
+
+
+def _captions(cfg: EvalConfig, split: Path, model, tok, enc, images) -> dict:
+    from mmphi.mm.answer import greedy_answers
+    from mmphi.mm.data import CAPTION_PROMPTS
+
+    coco = json.loads(_require(split, "captions.json").read_text())
+    refs: dict[int, list[str]] = {}
+    for ann in coco["annotations"]:
+        refs.setdefault(ann["image_id"], []).append(ann["caption"])
+    chosen = [im for im in coco["images"] if im["id"] in refs][: cfg.captions]
+    prompts = [enc.encode([(f"<image>\n{CAPTION_PROMPTS[0]}", None)], im["file_name"]) for im in chosen]
+    got = greedy_answers(model, tok, prompts, images, max_new_tokens=48, batch_size=cfg.batch_size, desc="captions")
+    cands = {im["id"]: c for im, c in zip(chosen, got, strict=True)}
+    sub = {k: refs[k] for k in cands}
+    return {"bleu4": bleu4(cands, sub), "cider": cider(cands, sub), "n": len(cands),
+            "examples": [{"image": im["file_name"], "caption": cands[im["id"]], "reference": refs[im["id"]][0]}
+                         for im in chosen[:3]]}
+
+
+def _examples(rows: list[dict], split: Path, out: Path, n: int) -> list[dict]:
+    """A few typed questions (alternating right and wrong when possible) with their images copied."""
+    right = [r for r in rows if r["correct"]]
+    wrong = [r for r in rows if not r["correct"]]
+    picked = [r for pair in zip(right, wrong, strict=False) for r in pair][:n]
+    picked += [r for r in right + wrong if r not in picked][: n - len(picked)]
+    (out / "examples").mkdir(parents=True, exist_ok=True)
+    for r in picked:
+        shutil.copy(split / "images" / r["image"], out / "examples" / r["image"])
+    return [{k: r[k] for k in ("image", "type", "question", "prediction", "answer", "correct")} for r in picked]
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    split, out = Path(cfg.data), Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results: dict = {"model": cfg.model, "data": cfg.data}
+    if not (Path(cfg.model) / "mmphi.json").exists():
+        return _text_only(cfg, split, out, results)
+    from mmphi.mm.data import ChatEncoder
+    from mmphi.mm.loading import load_multimodal
+
+    model, tok = load_multimodal(cfg.model)
+    if model.encoder is None:
+        raise MmphiError(f"{cfg.model} records no vision encoder, so it cannot read the test images")
+    enc = ChatEncoder(tok, model.image_tokens, model.spec.get("system", ""), 4096)
+    images = _Images(model, split / "images")
+    items = single_questions(_require(split, "instruct.json"), cfg.limit)
+    typed = answer_questions(model, tok, enc, items, images, True, "vqa typed")
+    blind = answer_questions(model, tok, enc, items, images, False, "vqa blind")
+    results["vqa"] = {"typed": accuracy_by_type(typed), "blind": accuracy_by_type(blind)}
+    if cfg.spoken and (split / "speech.json").exists():
+        spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in typed})
+        results["vqa"]["spoken"] = spoken["spoken"]
+        results["vqa"]["typed (same questions as spoken)"] = spoken["typed_same_questions"]
+        results["asr"] = spoken["asr"]
+    if cfg.captions:
+        results["captions"] = _captions(cfg, split, model, tok, enc, images)
+    if (split / "corpus.txt").exists():
+        results["perplexity"] = corpus_perplexity(model.lm, tok, split / "corpus.txt")
+    results["examples"] = _examples(typed, split, out, cfg.examples)
+    results["elapsed_s"] = round(time.perf_counter() - start, 1)
+    write_report(results, out)
+    return results
+
+
+def _text_only(cfg: EvalConfig, split: Path, out: Path, results: dict) -> dict:
+    """A plain LM: perplexity, and questions answered from the scene described in words."""
+    from transformers import AutoModelForCausalLM
+
+    from mmphi.lm.textqa import text_qa_accuracy
+    from mmphi.tokenizer import load_tokenizer
+
+    lm = AutoModelForCausalLM.from_pretrained(cfg.model)
+    tok = load_tokenizer(cfg.model)
+    if (split / "corpus.txt").exists():
+        results["perplexity"] = corpus_perplexity(lm, tok, split / "corpus.txt")
+    if (split / "instruct.json").exists():
+        results["text_qa"] = text_qa_accuracy(lm, tok, split, cfg.limit or 10**9)
+    write_report(results, out)
+    return results

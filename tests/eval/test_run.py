@@ -1,0 +1,45 @@
+"""``mmphi eval`` end to end on a tiny random model: every section is computed and reported."""
+
+from __future__ import annotations
+
+import json
+
+from PIL import Image
+
+from mmphi.cli import main
+
+
+def test_eval_writes_results_tables_and_charts(tiny_mm_dir, small_world, tmp_path):
+    out = tmp_path / "report"
+    code = main(["eval", "--model", str(tiny_mm_dir), "--data", str(small_world / "test"), "--out", str(out),
+                 "--captions", "4", "--examples", "2"])
+    assert code == 0
+    res = json.loads((out / "results.json").read_text())
+    n_questions = res["vqa"]["typed"]["overall"]["n"]
+    assert n_questions > 0 and res["vqa"]["blind"]["overall"]["n"] == n_questions
+    assert res["vqa"]["spoken"]["overall"]["n"] == 4 and 0 <= res["asr"]["wer"] <= 1.5
+    assert res["vqa"]["typed (same questions as spoken)"]["overall"]["n"] == 4
+    assert res["captions"]["n"] == 4 and res["captions"]["bleu4"] >= 0
+    assert res["perplexity"]["perplexity"] > 1 and res["perplexity"]["tokens"] > 0
+    md = (out / "results.md").read_text()
+    for section in ("Visual question answering", "Speech", "Captions", "Language model", "Examples"):
+        assert f"## {section}" in md
+    for chart in ("vqa.png", "speech.png", "captions.png"):
+        with Image.open(out / chart) as im:
+            assert im.size[0] > 200
+    assert len(list((out / "examples").iterdir())) == 2
+
+
+def test_eval_of_a_plain_lm_reports_text_qa_and_perplexity(small_world, tmp_path):
+    from helpers import make_lm
+
+    lm = make_lm(tmp_path / "lm")
+    assert main(["eval", "--model", str(lm), "--data", str(small_world / "val"), "--out", str(tmp_path / "r"),
+                 "--limit", "10"]) == 0
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["text_qa"]["accuracy"]["overall"]["n"] == 10 and "perplexity" in res
+
+
+def test_eval_on_a_folder_that_is_not_a_split_is_a_clear_error(tiny_mm_dir, tmp_path, capsys):
+    assert main(["eval", "--model", str(tiny_mm_dir), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "no instruct.json" in capsys.readouterr().err
