@@ -35,6 +35,8 @@ VERBS: dict[str, Verb] = {
                   "generate the synthetic shapes world (images, captions, conversations, corpus, speech)"),
     "corpus": Verb("mmphi.lm.config:CorpusConfig", "mmphi.lm.corpus:prepare_corpus_cli",
                    "tokenize text (a world, text/JSONL files or a streamed HF dataset) into uint16 token files"),
+    "teacher": Verb("mmphi.lm.config:TeacherConfig", "mmphi.lm.teacher:teacher",
+                    "sample clean pretraining text from a teacher LM (e.g. Phi-2) in batches into JSONL"),
     "pretrain": Verb("mmphi.lm.config:PretrainConfig", "mmphi.lm.pretrain:pretrain",
                      "stage 0: pretrain a Phi-architecture LM from scratch with Phi-2's tokenizer"),
     "clip": Verb("mmphi.vision.clip_config:ClipConfig", "mmphi.vision.clip_train:train_clip",
