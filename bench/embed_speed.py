@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import tempfile
 import time
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="timed random batches per method")
     parser.add_argument("--embed-batch", type=int, default=64, help="embed batch size")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default (all cores)")
+    parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -113,6 +115,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['shape']:<9} {r['tokens']:>7} {r['embed_ips']:>12.1f} {r['embed_total_ips']:>13.1f} "
               f"{r['store_ips']:>12.0f} {r['live_ips']:>11.1f} {r['ratio']:>10.0f}x {r['kb_per_image']:>8.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"images": n, "rows": rows}, indent=1, default=str))
 
 
 if __name__ == "__main__":

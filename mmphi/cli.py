@@ -51,6 +51,10 @@ VERBS: dict[str, Verb] = {
                  "VQA accuracy (typed / spoken / blind), captions, ASR and perplexity on a held-out split"),
     "chat": Verb("mmphi.infer.config:ChatConfig", "mmphi.infer.chat_cli:chat",
                  "chat with a model in the terminal: one question, or interactively; --image, --audio"),
+    "app": Verb("mmphi.serve.config:AppConfig", "mmphi.serve.app:run_app",
+                "Gradio chat app: text, an image and audio (file or microphone) in, streamed answers out"),
+    "serve": Verb("mmphi.serve.config:ServeConfig", "mmphi.serve.api:run_serve",
+                  "OpenAI-compatible HTTP API: /v1/chat/completions (images, audio, streaming), /v1/models, /health"),
     "demo": Verb("mmphi.demo.config:DemoConfig", "mmphi.demo.run:run_demo",
                  "the whole tiny journey end to end on the embedded default, then a report"),
 }

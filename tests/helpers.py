@@ -41,14 +41,14 @@ def make_lm(out: Path, seed: int = 0, max_positions: int = 128, hidden: int = 32
     return out
 
 
-def make_multimodal(out: Path, clip_dir: Path, seed: int = 0, max_positions: int = 128) -> Path:
+def make_multimodal(out: Path, clip_dir: Path, seed: int = 0, max_positions: int = 128, hidden: int = 32) -> Path:
     """A saved multimodal model directory: random tiny LM + ``clip_dir``'s encoder + a random projector."""
     from mmphi.mm.model import MultimodalLM
     from mmphi.mm.projector import build_projector
     from mmphi.tokenizer import load_tokenizer
     from mmphi.vision.encoder import VisionEncoder
 
-    lm_dir = make_lm(out / "lm-source", seed, max_positions)
+    lm_dir = make_lm(out / "lm-source", seed, max_positions, hidden)
     encoder = VisionEncoder.from_pretrained(str(clip_dir))
     torch.manual_seed(seed)
     lm = PhiForCausalLM.from_pretrained(lm_dir)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mmphi.config import opt
+from mmphi.config import check, opt
 
 
 @dataclass
 class DemoConfig:
-    out: str = opt("runs/demo", "folder for the whole journey (world/, each stage's run, report.md)")
+    out: str = opt("runs/demo", "folder for the whole journey (world/, one run folder per stage, report.md)")
     seed: int = opt(0, "random seed of every stage")
-    quick: bool = opt(False, "a much shorter run (smoke test, about 3 minutes)")
+    quick: bool = opt(False, "a much shorter run (smoke test: a small world and a few steps per stage)")
+    bench: bool = opt(True, "measure the benchmark ratios (KV cache, one-pass alignment, feature store, "
+                            "live-vocabulary head) on the trained models for the report")
+    restart: bool = opt(False, "start over: ignore the stages a previous run of this folder finished")
+
+    def __post_init__(self) -> None:
+        check(bool(self.out), "out must be a folder")

@@ -1,21 +1,174 @@
-"""``mmphi demo``: the whole tiny journey end to end on the embedded default."""
+"""``mmphi demo``: the whole tiny journey end to end on the embedded default, then a report.
+
+    world -> clip -> pretrain -> embed -> align -> finetune -> eval -> bench -> report
+
+Every stage writes its own folder under ``--out``; ``demo.json`` records the stages that finished.
+Re-running skips those and resumes an interrupted stage from its last checkpoint.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mmphi.config import build, load_recipe
 from mmphi.demo.config import DemoConfig
-from mmphi.world.build import build_world
-from mmphi.world.config import WorldConfig
+from mmphi.errors import MmphiError
+
+# --quick: a small world and a few steps per stage, to check the whole path in about 3 minutes.
+QUICK = {
+    "world": {"scenes": 300, "corpus_scenes": 1500, "speech": 6},
+    "clip": {"max_steps": 40, "batch_size": 64, "eval_every": 1000, "save_every": 1000},
+    "pretrain": {"max_steps": 120, "eval_every": 1000, "save_every": 1000, "text_qa": 60, "text_qa_every": 0},
+    "align": {"max_steps": 20, "eval_every": 1000, "save_every": 1000},
+    "finetune": {"max_steps": 40, "eval_every": 1000, "save_every": 1000, "val_limit": 60},
+    "eval": {"limit": 60, "captions": 8},
+}
+STAGES = ("world", "clip", "pretrain", "embed", "align", "finetune", "eval", "bench", "report")
+
+
+class Demo:
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.recipe = load_recipe("tiny")
+        self.root = Path(cfg.out)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.state_file = self.root / "demo.json"
+        state = json.loads(self.state_file.read_text()) if self.state_file.exists() and not cfg.restart else {}
+        if state and state.get("quick") != cfg.quick:
+            raise MmphiError(f"{self.root} holds a {'quick' if state.get('quick') else 'full'} demo run; use another "
+                             "--out, the same mode, or --restart")
+        self.state = state or {"quick": cfg.quick, "seed": cfg.seed, "stages": {}}
+
+    # -------------------------------------------------------------- plumbing
+    def settings(self, verb: str, cls: type, **paths) -> object:
+        quick = QUICK.get(verb, {}) if self.cfg.quick else {}
+        extra = {"seed": self.cfg.seed}
+        if "resume" in {f for f in cls.__dataclass_fields__}:
+            extra["resume"] = True  # an interrupted stage continues from its last checkpoint
+        return build(cls, self.recipe.get(verb) or {}, quick, extra, paths)
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def stage(self, name: str, fn: Callable[[], dict], line: Callable[[dict], str]) -> dict:
+        done = self.state["stages"].get(name)
+        if done and done.get("done"):
+            print(f"[{name}] done earlier: {done['line']}")
+            return done["summary"]
+        print(f"[{name}] running ...", flush=True)
+        start = time.perf_counter()
+        summary = fn()
+        minutes = (time.perf_counter() - start) / 60
+        text = f"{line(summary)} ({minutes:.1f} min)"
+        self.state["stages"][name] = {"done": True, "minutes": round(minutes, 2), "summary": summary, "line": text}
+        self.state_file.write_text(json.dumps(self.state, indent=1, default=str))
+        print(f"[{name}] {text}", flush=True)
+        return summary
+
+    # -------------------------------------------------------------- stages
+    def world(self) -> dict:
+        from mmphi.world.build import build_world
+        from mmphi.world.config import WorldConfig
+
+        return build_world(self.settings("world", WorldConfig, out=str(self.path("world"))))
+
+    def clip(self) -> dict:
+        from mmphi.vision.clip_config import ClipConfig
+        from mmphi.vision.clip_train import train_clip
+
+        return train_clip(self.settings("clip", ClipConfig, data=str(self.path("world")), out=str(self.path("clip"))))
+
+    def pretrain(self) -> dict:
+        from mmphi.lm.config import PretrainConfig
+        from mmphi.lm.pretrain import pretrain
+
+        return pretrain(self.settings("pretrain", PretrainConfig, data=str(self.path("world")),
+                                      out=str(self.path("pretrain"))))
+
+    def embed(self) -> dict:
+        from mmphi.vision.config import EmbedConfig
+        from mmphi.vision.embed import embed
+
+        out = {}
+        for split in ("train", "val"):  # one store; test images go through the encoder live in eval
+            out[split] = embed(self.settings("embed", EmbedConfig, vision=str(self.path("clip", "final")),
+                                             images=str(self.path("world", split, "images")),
+                                             out=str(self.path("features"))))
+        return out
+
+    def align(self) -> dict:
+        from mmphi.mm.config import AlignConfig
+        from mmphi.mm.stages import align
+
+        return align(self.settings("align", AlignConfig, data=str(self.path("world")),
+                                   features=str(self.path("features")), lm=str(self.path("pretrain", "final")),
+                                   vision=str(self.path("clip", "final")), out=str(self.path("align"))))
+
+    def finetune(self) -> dict:
+        from mmphi.mm.config import FinetuneConfig
+        from mmphi.mm.stages import finetune
+
+        return finetune(self.settings("finetune", FinetuneConfig, data=str(self.path("world")),
+                                      features=str(self.path("features")), init=str(self.path("align", "final")),
+                                      out=str(self.path("finetune"))))
+
+    def evaluate(self) -> dict:
+        from mmphi.eval.config import EvalConfig
+        from mmphi.eval.run import evaluate
+
+        return evaluate(self.settings("eval", EvalConfig, model=str(self.path("finetune", "final")),
+                                      data=str(self.path("world", "test")), out=str(self.path("eval"))))
+
+    def bench(self) -> dict:
+        from mmphi.demo.bench import run_benches
+
+        if not self.cfg.bench:
+            return {"skipped": True}
+        return run_benches(self.root, quick=self.cfg.quick)
+
+    def report(self) -> dict:
+        from mmphi.demo.report import write_demo_report
+
+        return {"report": str(write_demo_report(self.root, self.state))}
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    recipe = load_recipe("tiny")
-    root = Path(cfg.out)
-    world_cfg = build(WorldConfig, recipe.get("world") or {},
-                      {"out": str(root / "world"), "seed": cfg.seed, **({"scenes": 300, "corpus_scenes": 2000,
-                                                                        "speech": 8} if cfg.quick else {})})
-    summary = build_world(world_cfg)
-    print(f"[world] {summary['splits']} scenes, {summary['speech']} spoken questions -> {world_cfg.out}")
-    return {"world": world_cfg.out}
+    d = Demo(cfg)
+    d.stage("world", d.world, lambda s: f"{sum(s['splits'].values())} scenes {s['splits']}, "
+                                        f"{s['speech']} spoken test questions")
+    d.stage("clip", d.clip, lambda s: f"tiny CLIP image->caption top-1 {_pct(s['retrieval']['top1'])} on val "
+                                      f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps")
+    d.stage("pretrain", d.pretrain, lambda s: (
+        f"val loss {s['initial_loss']:.2f} -> {s['final_val_loss']:.3f} (initial - 1 at step "
+        f"{s['step_reached_target']}), text QA {_pct(s['text_qa']['accuracy']['overall']['accuracy'])}, "
+        f"{s['tokens']:,} tokens"))
+    d.stage("embed", d.embed, lambda s: f"{s['val']['store_images']} train+val images in the "
+                                        "feature store")
+    d.stage("align", d.align, lambda s: f"val caption loss {s['val_caption_loss']:.3f} with the image vs "
+                                        f"{s['val_caption_loss_blind']:.3f} without")
+    d.stage("finetune", d.finetune, lambda s: (
+        f"val VQA {_pct(s['val_vqa']['image']['overall']['accuracy'])} "
+        f"(blind {_pct(s['val_vqa']['blind']['overall']['accuracy'])})"))
+    d.stage("eval", d.evaluate, lambda s: (
+        f"test VQA typed {_pct(s['vqa']['typed']['overall']['accuracy'])}, spoken "
+        f"{_pct(s['vqa']['spoken']['overall']['accuracy']) if 'spoken' in s['vqa'] else '-'}, blind "
+        f"{_pct(s['vqa']['blind']['overall']['accuracy'])}; BLEU-4 {s['captions']['bleu4']:.3f}, "
+        f"CIDEr {s['captions']['cider']:.3f}; ASR WER {_pct(s['asr']['wer']) if 'asr' in s else '-'}"))
+    d.stage("bench", d.bench, lambda s: "skipped" if s.get("skipped") else
+            ", ".join(f"{k} {v:.2f}x" for k, v in s.get("ratios", {}).items()))
+    d.state["stages"].pop("report", None)  # the report always reflects the latest state
+    d.stage("report", d.report, lambda s: f"written to {s['report']}")
+    model = d.path("finetune", "final")
+    image = sorted(d.path("world", "test", "images").iterdir())[0]
+    print("\nNext:")
+    print(f"  mmphi chat --model {model} --image {image} \"What colour is the circle?\"")
+    print(f"  mmphi app --model {model}        # Gradio app on http://127.0.0.1:7860")
+    print(f"  mmphi serve --model {model}      # OpenAI-compatible API on http://127.0.0.1:8000/v1")
+    return {"report": str(d.path("report.md")), "model": str(model)}

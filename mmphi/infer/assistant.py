@@ -59,7 +59,7 @@ class Assistant:
         image_tokens = model.image_tokens if multimodal else 0
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 2048))
         self.encoder = ChatEncoder(tokenizer, image_tokens, system, max_len=self.context)
-        self._asr_model, self._asr = asr_model, None
+        self._asr_model, self._asr, self._asr_lock = asr_model, None, threading.Lock()
         self._lock = threading.Lock()  # one generation at a time: the model is shared
 
     # ------------------------------------------------------------------ loading
@@ -81,10 +81,11 @@ class Assistant:
 
     @property
     def asr(self):
-        if self._asr is None:
-            from mmphi.audio import Transcriber
+        with self._asr_lock:  # loaded on first use, once, whichever thread asks first
+            if self._asr is None:
+                from mmphi.audio import Transcriber
 
-            self._asr = Transcriber(self._asr_model)
+                self._asr = Transcriber(self._asr_model)
         return self._asr
 
     # ------------------------------------------------------------------ prompt
@@ -129,9 +130,9 @@ class Assistant:
                 return ex, dropped
             droppable = [i for i in range(len(rounds) - 1) if i != image_round]
             if not droppable:
-                n = "?" if ex is None else len(ex)
-                raise PromptTooLong(f"the prompt ({n} tokens) does not fit the model's context of {self.context} "
-                                    f"tokens with room for the answer; shorten the message or lower max_new_tokens")
+                size = "" if ex is None else f" ({len(ex)} tokens)"
+                raise PromptTooLong(f"the prompt{size} does not fit the model's context of {self.context} tokens "
+                                    "with room for the answer; shorten the message or lower max_new_tokens")
             rounds.pop(droppable[0])
             if image_round is not None and droppable[0] < image_round:
                 image_round -= 1

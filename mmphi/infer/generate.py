@@ -26,6 +26,7 @@ class GenerationParams:
     repetition_penalty: float = 1.0
     no_repeat_ngram: int = 0  # repetition guard: never repeat an n-gram of this size (0 = off)
     seed: int | None = None
+    min_new_tokens: int = 0  # EOS is suppressed until this many tokens (benchmarks: fixed-length work)
 
     def __post_init__(self) -> None:
         from mmphi.infer.inputs import InputError
@@ -37,6 +38,8 @@ class GenerationParams:
 
     def generate_kwargs(self) -> dict:
         kw: dict = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.min_new_tokens:
+            kw["min_new_tokens"] = self.min_new_tokens
         if self.no_repeat_ngram:
             kw["no_repeat_ngram_size"] = self.no_repeat_ngram
         if self.temperature > 0:
@@ -78,6 +81,7 @@ def stream_tokens(lm, embeds: torch.Tensor, params: GenerationParams, eos_id: in
                   stop: threading.Event | None = None, use_cache: bool = True) -> Iterator[int]:
     """Yield generated token ids (EOS excluded) for one prompt given as embeddings (1, T, C)."""
     streamer = _QueueStreamer()
+    stop = stop or threading.Event()
     done = threading.Event()  # set when the consumer stops reading (finished or abandoned)
     errors: list[BaseException] = []
     attention = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
@@ -100,6 +104,8 @@ def stream_tokens(lm, embeds: torch.Tensor, params: GenerationParams, eos_id: in
     thread.start()
     try:
         while (tok := streamer.queue.get()) is not None:
+            if stop.is_set():
+                break  # cancelled: tokens already generated are not handed out
             if tok == eos_id:
                 continue
             yield tok

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mmphi.errors import MmphiError
@@ -16,7 +17,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # ~6300x6300; larger uploads are refused before d
 MAX_IMAGE_BYTES = 25 * 1024 * 1024
 
 ImageInput = str | Path | bytes | Image.Image
-AudioInput = str | Path | bytes
+AudioInput = str | Path | bytes | np.ndarray  # an array is 16 kHz mono float32 samples
 
 
 class InputError(MmphiError):

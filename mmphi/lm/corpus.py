@@ -22,6 +22,7 @@ from mmphi.errors import MmphiError
 
 CHUNK_DOCS = 2000
 DTYPE = np.uint16  # Phi-2's 51,200 ids fit
+INDEX_DTYPE = np.uint64  # {split}.idx: the offset of every document's first token
 
 
 class CorpusError(MmphiError):
@@ -92,22 +93,27 @@ def resolve_sources(data: str) -> tuple[list[str], list[str] | None]:
 
 
 class _Writer:
-    """Appends token chunks to ``{name}.bin`` and records committed sizes in progress.json."""
+    """Appends token chunks to ``{name}.bin``, each document's first offset to ``{name}.idx``, and
+    records the committed sizes in progress.json."""
 
     def __init__(self, out: Path, progress: dict):
         self.out, self.progress = out, progress
         self.files = {}
         for name in ("train", "val"):
-            path = out / f"{name}.bin"
-            committed = progress.get(f"{name}_tokens", 0) * DTYPE().itemsize
-            with open(path, "ab") as f:  # create, then cut anything written after the last commit
-                f.truncate(committed)
-            self.files[name] = open(path, "ab")  # noqa: SIM115 - closed in close()
+            for suffix, count, dtype in (("bin", "tokens", DTYPE), ("idx", "docs", INDEX_DTYPE)):
+                path = out / f"{name}.{suffix}"
+                committed = progress.get(f"{name}_{count}", 0) * dtype().itemsize
+                with open(path, "ab") as f:  # create, then cut anything written after the last commit
+                    f.truncate(committed)
+                self.files[f"{name}.{suffix}"] = open(path, "ab")  # noqa: SIM115 - closed in close()
 
     def write(self, name: str, ids: list[int]) -> None:
         arr = np.asarray(ids, dtype=DTYPE)
-        self.files[name].write(arr.tobytes())
-        self.progress[f"{name}_tokens"] = self.progress.get(f"{name}_tokens", 0) + len(arr)
+        start = self.progress.get(f"{name}_tokens", 0)
+        self.files[f"{name}.idx"].write(np.asarray([start], dtype=INDEX_DTYPE).tobytes())
+        self.files[f"{name}.bin"].write(arr.tobytes())
+        self.progress[f"{name}_tokens"] = start + len(arr)
+        self.progress[f"{name}_docs"] = self.progress.get(f"{name}_docs", 0) + 1
 
     def commit(self, docs_done: int) -> None:
         for f in self.files.values():
@@ -185,6 +191,12 @@ def load_tokens(folder: Path, split: str) -> np.ndarray:
     if not (folder / "meta.json").exists():
         raise CorpusError(f"{folder} holds no finished corpus (meta.json missing); run the preparation again")
     return np.memmap(path, dtype=DTYPE, mode="r")
+
+
+def load_doc_starts(folder: Path, split: str) -> np.ndarray | None:
+    """Offsets where documents start (None for a corpus prepared before they were recorded)."""
+    path = folder / f"{split}.idx"
+    return np.fromfile(path, dtype=INDEX_DTYPE).astype(np.int64) if path.exists() else None
 
 
 def prepare_corpus_cli(cfg) -> dict:

@@ -102,21 +102,53 @@ def decoder(lm: PreTrainedModel) -> torch.nn.Module:
 
 
 class CausalLMLoss(torch.nn.Module):
-    """Next-token loss of a causal LM over its live vocabulary; the module ``fit`` trains in stage 0."""
+    """Next-token loss of a causal LM; the module ``fit`` trains in stage 0.
+
+    With a live vocabulary of K ids, training uses *compact* copies of the K live rows of the
+    input embedding and of the LM head, so neither the gradients nor AdamW ever touch the
+    50,257 - K rows no token uses (on CPU, updating those dominated a small model's step time).
+    ``export()`` writes the trained rows back into the plain ``PhiForCausalLM`` (whose other head
+    rows stay pinned), which is what is saved.
+    """
 
     def __init__(self, lm: PreTrainedModel, vocab: torch.Tensor | None):
         super().__init__()
         self.lm = lm
         self.vocab = VocabMap(vocab)
-        self.register_buffer("vocab_ids", vocab if vocab is not None else torch.empty(0, dtype=torch.long),
-                             persistent=False)
+        if vocab is None:
+            return
+        embed, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+        self.register_buffer("vocab_ids", vocab.clone(), persistent=False)
+        self.live_embed = torch.nn.Parameter(embed.weight.detach()[vocab].clone())  # (K, C)
+        self.live_head = torch.nn.Parameter(head.weight.detach()[vocab].clone())  # (K, C)
+        self.live_bias = torch.nn.Parameter(head.bias.detach()[vocab].clone())  # (K,)
+        embed.weight.requires_grad_(False)
+        head.weight.requires_grad_(False)
+        head.bias.requires_grad_(False)
+        self.unk = int(self.vocab.targets(torch.tensor([lm.config.eos_token_id]))[0])
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         inp, tgt = ids[:, :-1], ids[:, 1:]  # (B, T)
-        hidden = decoder(self.lm)(input_ids=inp).last_hidden_state  # (B, T, C)
-        vocab = self.vocab_ids if self.vocab.ids is not None else None
-        logits = head_logits(self.lm, hidden, vocab)  # (B, T, V or K)
+        body = decoder(self.lm)
+        if self.vocab.ids is None:
+            hidden = body(input_ids=inp).last_hidden_state  # (B, T, C)
+            logits = self.lm.get_output_embeddings()(hidden)  # (B, T, V)
+        else:
+            compact = self.vocab.targets(inp)
+            compact = torch.where(compact < 0, torch.full_like(compact, self.unk), compact)  # unseen ids read as EOS
+            hidden = body(inputs_embeds=F.embedding(compact, self.live_embed)).last_hidden_state  # (B, T, C)
+            logits = F.linear(hidden, self.live_head, self.live_bias)  # (B, T, K)
         return F.cross_entropy(logits.flatten(0, 1).float(), self.vocab.targets(tgt).flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def export(self) -> PreTrainedModel:
+        """The plain LM with the trained live rows written back (call before saving or sampling)."""
+        if self.vocab.ids is not None:
+            ids = self.vocab_ids
+            self.lm.get_input_embeddings().weight[ids] = self.live_embed.to(self.lm.dtype)
+            self.lm.get_output_embeddings().weight[ids] = self.live_head.to(self.lm.dtype)
+            self.lm.get_output_embeddings().bias[ids] = self.live_bias.to(self.lm.dtype)
+        return self.lm
 
 
 def train_flops_per_token(cfg: PhiConfig, head_ids: int, seq_len: int) -> float:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, PhiForCausalLM
 
 from mmphi.lm.config import PretrainConfig
-from mmphi.lm.corpus import load_tokens, prepare_corpus
+from mmphi.lm.corpus import load_doc_starts, load_tokens, prepare_corpus
 from mmphi.lm.model import CausalLMLoss, count_params, phi_config, pin_vocab, train_flops_per_token
 from mmphi.tokenizer import load_tokenizer
 from mmphi.train.dist import process_state
@@ -20,24 +20,50 @@ from mmphi.train.loop import fit
 from mmphi.train.rundir import RunDir
 
 
+def _usable_starts(doc_starts: np.ndarray | None, n_tokens: int, seq_len: int) -> np.ndarray:
+    """Window starts: document starts that leave a full window (all offsets if documents are unknown)."""
+    if doc_starts is None:
+        return np.arange(0, n_tokens - seq_len - 1)
+    starts = doc_starts[doc_starts <= n_tokens - seq_len - 1]
+    return starts if len(starts) else np.arange(0, n_tokens - seq_len - 1)
+
+
 class PretrainTask:
-    """Random windows of the token stream; window ``index`` is a pure function of (seed, index)."""
+    """Windows of the token stream that start where a document starts; window ``index`` is a pure
+    function of (seed, index).
+
+    Starting at a document boundary matters: a window cut into the middle of a document holds
+    questions whose scene description fell before the cut, which teaches the model to guess
+    instead of reading its context.
+    """
 
     unit = "tokens"
 
     def __init__(self, train: np.ndarray, val: np.ndarray, seq_len: int, seed: int, flops_per_token: float,
-                 eval_batch: int, tokenizer):
+                 eval_batch: int, tokenizer, train_docs: np.ndarray | None = None,
+                 val_docs: np.ndarray | None = None):
         self.train, self.val, self.seq_len, self.seed = train, val, seq_len, seed
         self.fpt, self.eval_batch, self.tokenizer = flops_per_token, eval_batch, tokenizer
         if len(train) <= seq_len + 1 or len(val) <= seq_len + 1:
             raise ValueError(f"corpus too small for seq_len {seq_len}: {len(train)} train / {len(val)} val tokens")
+        self.starts = _usable_starts(train_docs, len(train), seq_len)
+        self.val_starts = self._disjoint(_usable_starts(val_docs, len(val), seq_len))
+
+    def _disjoint(self, starts: np.ndarray) -> list[int]:
+        """Document-aligned validation windows that do not overlap: the same ones every evaluation."""
+        out, end = [], 0
+        for s in starts:
+            if s >= end:
+                out.append(int(s))
+                end = s + self.seq_len
+        return out
 
     def _windows(self, tokens: np.ndarray, starts) -> torch.Tensor:
         return torch.from_numpy(np.stack([tokens[s:s + self.seq_len + 1] for s in starts]).astype(np.int64))
 
     def batch(self, index: int, size: int, rank: int, world: int) -> dict:
         rng = np.random.default_rng([self.seed, index])
-        starts = rng.integers(0, len(self.train) - self.seq_len - 1, size=size * world)  # the global batch
+        starts = self.starts[rng.integers(0, len(self.starts), size=size * world)]  # the global batch
         return {"ids": self._windows(self.train, starts[rank * size:(rank + 1) * size])}
 
     def loss(self, model, batch):
@@ -46,14 +72,11 @@ class PretrainTask:
         return model(ids), {"tokens": n, "samples": ids.shape[0], "flops": n * self.fpt}
 
     def eval_batches(self):
-        """Consecutive non-overlapping windows from the start of val: the same every time."""
-        n = (len(self.val) - 1) // self.seq_len
-        starts = [i * self.seq_len for i in range(n)]
-        for i in range(0, n, self.eval_batch):
-            yield {"ids": self._windows(self.val, starts[i:i + self.eval_batch])}
+        for i in range(0, len(self.val_starts), self.eval_batch):
+            yield {"ids": self._windows(self.val, self.val_starts[i:i + self.eval_batch])}
 
     def save_final(self, model, path: Path) -> None:
-        model.lm.save_pretrained(path)
+        model.export().save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
     qa_every: int = 0
@@ -65,20 +88,24 @@ class PretrainTask:
             return {}
         from mmphi.lm.textqa import text_qa_accuracy
 
-        acc = text_qa_accuracy(model.lm, self.tokenizer, self.qa_split, 150)["accuracy"]
+        acc = text_qa_accuracy(model.export(), self.tokenizer, self.qa_split, 150)["accuracy"]
         model.lm.train()
         return {"text_qa": round(acc["overall"]["accuracy"], 4)}
 
 
 @torch.no_grad()
-def lm_loss(lm, tokens: np.ndarray, seq_len: int, windows: int, batch_size: int = 16) -> float:
-    """Mean next-token loss of any causal LM over the full vocabulary on the first ``windows`` val windows."""
+def lm_loss(lm, tokens: np.ndarray, seq_len: int, windows: int, batch_size: int = 16,
+            starts: list[int] | None = None) -> float:
+    """Mean next-token loss of any causal LM over the full vocabulary on the first ``windows`` windows
+    (consecutive ones, or those starting at ``starts``)."""
     lm.eval()
     total, count = 0.0, 0
-    n = min(windows, (len(tokens) - 1) // seq_len)
-    for i in range(0, n, batch_size):
-        ids = torch.from_numpy(np.stack([tokens[j * seq_len:j * seq_len + seq_len + 1]
-                                         for j in range(i, min(n, i + batch_size))]).astype(np.int64))
+    if starts is None:
+        starts = [j * seq_len for j in range((len(tokens) - 1) // seq_len)]
+    starts = starts[:windows]
+    for i in range(0, len(starts), batch_size):
+        ids = torch.from_numpy(np.stack([tokens[j:j + seq_len + 1]
+                                         for j in starts[i:i + batch_size]]).astype(np.int64))
         ids = ids.to(lm.device)
         logits = lm(input_ids=ids[:, :-1]).logits.float()
         total += F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum").item()
@@ -108,6 +135,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     with procs.main_process_first():  # one process tokenizes; the others then find it done
         data = _corpus(cfg, tokenizer, run)
     train, val = load_tokens(data, "train"), load_tokens(data, "val")
+    train_docs, val_docs = load_doc_starts(data, "train"), load_doc_starts(data, "val")
     torch.manual_seed(cfg.seed)
     arch = phi_config(cfg.model, tokenizer)
     lm = PhiForCausalLM(arch)
@@ -122,17 +150,17 @@ def pretrain(cfg: PretrainConfig) -> dict:
         facts["live_vocab"] = len(vocab)
     head_ids = arch.vocab_size if vocab is None else len(vocab)
     task = PretrainTask(train, val, cfg.seq_len, cfg.seed, train_flops_per_token(arch, head_ids, cfg.seq_len),
-                        cfg.batch_size, tokenizer)
+                        cfg.batch_size, tokenizer, train_docs, val_docs)
     if cfg.text_qa_every and (Path(cfg.data) / "world.json").exists():
         task.qa_every, task.qa_split = cfg.text_qa_every, Path(cfg.data) / "val"
     result = fit(task, CausalLMLoss(lm, vocab), cfg, run, facts)
     if not procs.is_main_process:
         return result
     facts = run.read_json("run.json") or facts
-    return _report(cfg, run, result, facts, val)
+    return _report(cfg, run, result, facts, val, task.val_starts)
 
 
-def _report(cfg: PretrainConfig, run: RunDir, result: dict, facts: dict, val: np.ndarray) -> dict:
+def _report(cfg: PretrainConfig, run: RunDir, result: dict, facts: dict, val: np.ndarray, starts: list[int]) -> dict:
     initial = result["initial_val_loss"]
     summary = {**result, "initial_loss": initial, "initial_loss_full_vocab": facts.get("initial_loss_full_vocab"),
                "live_vocab": facts.get("live_vocab"), "params": facts["params"]}
@@ -143,11 +171,11 @@ def _report(cfg: PretrainConfig, run: RunDir, result: dict, facts: dict, val: np
     lm = AutoModelForCausalLM.from_pretrained(run.final)
     tokenizer = load_tokenizer(str(run.final))
     windows = cfg.eval_batches * cfg.batch_size
-    summary["final_val_loss_full_vocab"] = lm_loss(lm, val, cfg.seq_len, windows)
+    summary["final_val_loss_full_vocab"] = lm_loss(lm, val, cfg.seq_len, windows, starts=starts)
     if cfg.reference:
         ref = AutoModelForCausalLM.from_pretrained(cfg.reference)
         summary["reference"] = cfg.reference
-        summary["reference_val_loss"] = lm_loss(ref, val, cfg.seq_len, windows)
+        summary["reference_val_loss"] = lm_loss(ref, val, cfg.seq_len, windows, starts=starts)
         summary["gap_to_reference"] = summary["final_val_loss_full_vocab"] - summary["reference_val_loss"]
     world = Path(cfg.data)
     if cfg.text_qa and (world / "world.json").exists():

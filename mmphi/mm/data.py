@@ -50,7 +50,9 @@ class ChatEncoder:
         self.eos_id = tokenizer.eos_token_id
 
     def ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False).input_ids if text else []
+        # A user who types "<|endoftext|>" gets those characters, not a turn boundary: special tokens
+        # only ever enter through the template (the EOS ids appended after answers).
+        return self.tok(text, add_special_tokens=False, split_special_tokens=True).input_ids if text else []
 
     def prompt_ids(self, user: str, first: bool) -> tuple[list[int], list[bool]]:
         """Ids and image mask of one user turn up to and including "ASSISTANT:"."""

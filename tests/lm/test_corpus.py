@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmphi.lm import corpus
-from mmphi.lm.corpus import CorpusError, load_tokens, prepare_corpus
+from mmphi.lm.corpus import CorpusError, load_doc_starts, load_tokens, prepare_corpus
 from mmphi.tokenizer import EOS_ID, build_offline_tokenizer
 
 
@@ -29,6 +29,8 @@ def test_text_and_jsonl_with_eos_between_documents(tmp_path, tok):
         assert doc + "<|endoftext|>" in text
     assert int((np.concatenate([train, val]) == EOS_ID).sum()) == 4
     assert tok.decode(val.tolist()) == "Fourth doc<|endoftext|>"  # every 4th document is held out
+    starts = load_doc_starts(tmp_path / "out", "train")
+    assert [tok.decode(train[s:s + 2].tolist()) for s in starts] == ["Hello world", "Another doc", "Third doc"]
 
 
 def test_world_uses_its_own_val_split(small_world, tmp_path, tok):
@@ -62,8 +64,8 @@ def test_interrupted_preparation_resumes_to_identical_files(tmp_path, tok, monke
     monkeypatch.setattr(corpus._Writer, "commit", original)
     again = prepare_corpus(str(src), tmp_path / "resumed", tok, val_frac=0.1)
     assert again["train_tokens"] == clean["train_tokens"] and again["docs"] == 50
-    for split in ("train", "val"):
-        resumed, clean_bytes = (tmp_path / d / f"{split}.bin" for d in ("resumed", "clean"))
+    for name in ("train.bin", "val.bin", "train.idx", "val.idx"):
+        resumed, clean_bytes = (tmp_path / d / name for d in ("resumed", "clean"))
         assert resumed.read_bytes() == clean_bytes.read_bytes()
 
 

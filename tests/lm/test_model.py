@@ -43,8 +43,18 @@ def test_pinned_model_full_vocab_loss_equals_live_vocab_loss(tok):
     keep = torch.from_numpy(np.union1d(ids.numpy(), [50256]))
     pin_vocab(lm, keep)
     assert torch.equal(live_vocab(lm), keep)
-    live = CausalLMLoss(lm, keep)(ids)
-    full = F.cross_entropy(lm(input_ids=ids[:, :-1]).logits[0], ids[0, 1:])
+    module = CausalLMLoss(lm, keep)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    # The full-vocabulary rows are frozen: only compact copies of the live rows train.
+    assert sum(p.numel() for p in trainable) < sum(p.numel() for p in lm.parameters()) / 2
+    opt = torch.optim.AdamW(trainable, lr=1e-2)
+    for _ in range(5):
+        module(ids).backward()
+        opt.step()
+        opt.zero_grad()
+    live = module(ids)
+    exported = module.export()
+    full = F.cross_entropy(exported(input_ids=ids[:, :-1]).logits[0], ids[0, 1:])
     assert torch.allclose(live, full, atol=1e-5)
     # And sampling from the plain model never yields a pinned id.
     out = lm.generate(ids[:, :2], max_new_tokens=20, do_sample=True, pad_token_id=50256)

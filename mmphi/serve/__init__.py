@@ -1,0 +1,1 @@
+"""Front ends that serve a model: the Gradio app (``mmphi app``) and the OpenAI-compatible API (``mmphi serve``)."""
