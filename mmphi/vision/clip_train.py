@@ -91,7 +91,7 @@ class ClipTask:
         return model(**batch, return_loss=True).loss, {"samples": n, "flops": n * self.fps}
 
     def eval_batches(self):
-        rng = np.random.default_rng([self.seed, -1])
+        rng = np.random.default_rng([self.seed, 0, 1])  # its own stream: batches use [seed, index]
         n = len(self.val_pixels)
         for start in range(0, n - self.eval_batch + 1, self.eval_batch):  # full batches: the loss depends on size
             yield self._batch(self.val_pixels, self.val_captions, np.arange(start, start + self.eval_batch), rng)
