@@ -13,14 +13,15 @@ Each configuration then runs in its own subprocess, so its peak memory is its ow
 Both get the fp32 ``mlp2x_gelu`` projector (CLIP ViT-B/32: 49 x 768 patch features -> 2560) and one
 AdamW step (forward + backward + ``optimizer.step``) on the same batch: the chat template with 49 image
 placeholder positions filled by random features, answers as the only loss positions. Measured side by
-side in one run: peak RSS during the step (the high-water mark is reset after loading), RSS after
-loading, load/step time, the loss, and the trainable-parameter count against the *logical* parameter
-count of the base model (a 4-bit ``Params4bit`` stores two values per byte; its ``quant_state.shape``
-gives the real shape). LoRA rank/alpha: flags > the recipe's ``finetune`` section > r=64, alpha=16
-(QLoRA's setting, which LLaVA-style Phi-2 projects report as ~3% trainable).
+side in one run: peak RSS during the step (the high-water mark is reset after loading, once freed heap
+has been handed back with ``malloc_trim``), peak RSS while loading, load/step time, the loss, and the
+trainable-parameter count against the *logical* parameter count of the base model (a 4-bit ``Params4bit``
+stores two values per byte; its ``quant_state.shape`` gives the real shape). LoRA rank/alpha: flags > the
+recipe's ``finetune`` section > r=64, alpha=16 (QLoRA's setting; LLaVA-style Phi-2 projects report ~3%
+trainable with it).
 
     .venv/bin/python bench/scale_check.py [--recipe phi2] [--seq 64] [--batch 2] [--lora-r 64] [--lora-alpha 16]
-        [--grad-checkpointing] [--keep-checkpoint DIR] [--json out.json]
+        [--[no-]grad-checkpointing] [--keep-checkpoint DIR] [--json out.json]
 
 ``--recipe tiny`` runs the same machinery on the tiny recipe's shape in seconds (the smoke test does).
 Needs Linux (/proc/self/status, /proc/self/clear_refs). The temp checkpoint (~5.6 GB for phi2) is deleted
@@ -30,12 +31,15 @@ at the end unless ``--keep-checkpoint DIR`` is given; a kept checkpoint of the s
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -77,9 +81,47 @@ def memory() -> dict[str, float]:
     return out
 
 
+def release_freed_heap() -> bool:
+    """``gc.collect()`` then glibc's ``malloc_trim(0)``: hand freed heap pages back to the kernel.
+
+    After a 4-bit load on CPU glibc may keep several GiB of freed (per-tensor, <32 MB) staging buffers in
+    its heap, more or less depending on timing; without trimming, the step's peak would measure that
+    leftover rather than the memory the step needs. False when the C library has no ``malloc_trim``.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 def reset_peak() -> None:
     """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
     Path("/proc/self/clear_refs").write_text("5")
+
+
+class AnonPeak:
+    """Highest anonymous RSS seen by a 20 ms sampler thread (the kernel keeps no high-water mark for it).
+
+    VmHWM also counts file-backed pages: bf16 weights memory-mapped from the safetensors file, and the
+    whole source file while a 4-bit load reads it. Those are real while resident but reclaimable.
+    """
+
+    def __enter__(self) -> AnonPeak:
+        self.peak, self._stop = memory()["RssAnon"], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, memory()["RssAnon"])
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, memory()["RssAnon"])
 
 
 # ---------------------------------------------------------------------------- the random checkpoint
@@ -188,16 +230,19 @@ def run_config(path: Path, quantize: bool, ft: FinetuneConfig, seq: int, batch: 
     tokenizer = load_tokenizer(str(path))
     data = make_batch(tokenizer, seq, batch)
     start = time.perf_counter()
-    lm = _peft(load_lm(path, quantize), SimpleNamespace(**{**vars(ft), "quantize": quantize}))
-    if ft.grad_checkpointing and not quantize:  # _peft enables it only with k-bit preparation (see report)
-        base_lm(lm).gradient_checkpointing_enable()
-    torch.manual_seed(1)  # same LoRA / projector init in both configurations
-    projector = build_projector(PROJECTOR, FEATURE_DIM, lm.config.hidden_size)  # fp32, as in stage 2
-    spec = {"projector": {"kind": PROJECTOR, "in_dim": FEATURE_DIM, "out_dim": lm.config.hidden_size},
-            "image_tokens": IMAGE_TOKENS}
-    model = MultimodalLM(lm, projector, spec).train()
+    with AnonPeak() as load_anon:
+        lm = _peft(load_lm(path, quantize), SimpleNamespace(**{**vars(ft), "quantize": quantize}))
+        if ft.grad_checkpointing and not quantize:  # _peft enables it only with k-bit preparation
+            base_lm(lm).gradient_checkpointing_enable()
+        torch.manual_seed(1)  # same LoRA / projector init in both configurations
+        projector = build_projector(PROJECTOR, FEATURE_DIM, lm.config.hidden_size)  # fp32, as in stage 2
+        spec = {"projector": {"kind": PROJECTOR, "in_dim": FEATURE_DIM, "out_dim": lm.config.hidden_size},
+                "image_tokens": IMAGE_TOKENS}
+        model = MultimodalLM(lm, projector, spec).train()
     load_s = time.perf_counter() - start
     after_load = memory()
+    trimmed = release_freed_heap()
+    after_trim = memory()
 
     base = base_lm(lm)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -211,22 +256,28 @@ def run_config(path: Path, quantize: bool, ft: FinetuneConfig, seq: int, batch: 
     optimizer = torch.optim.AdamW(trainable.values(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01)
 
     reset_peak()
-    t0 = time.perf_counter()
-    loss = model(**data)
-    t1 = time.perf_counter()
-    loss.backward()
-    t2 = time.perf_counter()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    t3 = time.perf_counter()
+    with AnonPeak() as step_anon:
+        t0 = time.perf_counter()
+        loss = model(**data)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        no_grad = [n for n, p in trainable.items() if p.grad is None]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
     peak = memory()["VmHWM"]
+    if no_grad:
+        raise RuntimeError(f"{len(no_grad)} trainable parameters got no gradient, e.g. {no_grad[0]}")
     trainable_n = sum(p.numel() for p in trainable.values())
     return {
         "quantized": quantize, "seq": seq, "batch": batch, "loss_tokens": int((data["labels"] != -100).sum()),
-        "load_s": load_s, "rss_after_load_gib": after_load["VmRSS"], "rss_anon_after_load_gib": after_load["RssAnon"],
-        "rss_file_after_load_gib": after_load["RssFile"], "peak_rss_load_gib": after_load["VmHWM"],
-        "peak_rss_step_gib": peak, "weights_gb": base.get_memory_footprint() / 1e9,
-        "loss": float(loss), "forward_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2, "step_s": t3 - t0,
+        "load_s": load_s, "weights_gb": base.get_memory_footprint() / 1e9,
+        "peak_rss_load_gib": after_load["VmHWM"], "rss_after_load_gib": after_load["VmRSS"], "malloc_trim": trimmed,
+        "rss_after_trim_gib": after_trim["VmRSS"], "rss_file_after_trim_gib": after_trim["RssFile"],
+        "peak_anon_load_gib": load_anon.peak, "peak_rss_step_gib": peak, "peak_anon_step_gib": step_anon.peak,
+        "loss": float(loss.detach()), "forward_s": t1 - t0, "backward_s": t2 - t1, "optimizer_s": t3 - t2,
+        "step_s": t3 - t0,
         "base_params": base_logical, "base_params_4bit": quantized, "lora_params": lora, "projector_params": proj,
         "trainable_params": trainable_n, "trainable_pct": 100 * trainable_n / (base_logical + lora + proj),
         "lora": {"r": ft.lora_r, "alpha": ft.lora_alpha, "dropout": ft.lora_dropout,
@@ -252,10 +303,13 @@ def report(res: dict[str, Any]) -> None:
           f"alpha={nf4['lora']['alpha']} on {','.join(nf4['lora']['targets'])}, grad checkpointing "
           f"{'on' if nf4['grad_checkpointing'] else 'off'}, {nf4['threads']} threads")
     rows = [("weights (GB, get_memory_footprint)", "weights_gb", "{:.2f}"),
-            ("RSS after load (GiB)", "rss_after_load_gib", "{:.2f}"),
-            ("  of which file-backed (GiB)", "rss_file_after_load_gib", "{:.2f}"),
             ("peak RSS while loading (GiB)", "peak_rss_load_gib", "{:.2f}"),
+            ("  anonymous only (GiB)", "peak_anon_load_gib", "{:.2f}"),
+            ("RSS after load (GiB)", "rss_after_load_gib", "{:.2f}"),
+            ("  after gc + malloc_trim (GiB)", "rss_after_trim_gib", "{:.2f}"),
+            ("    of which file-backed (GiB)", "rss_file_after_trim_gib", "{:.2f}"),
             ("peak RSS during the step (GiB)", "peak_rss_step_gib", "{:.2f}"),
+            ("  anonymous only (GiB)", "peak_anon_step_gib", "{:.2f}"),
             ("load time (s)", "load_s", "{:.1f}"), ("forward (s)", "forward_s", "{:.1f}"),
             ("backward (s)", "backward_s", "{:.1f}"), ("optimizer step (s)", "optimizer_s", "{:.2f}"),
             ("step total (s)", "step_s", "{:.1f}"), ("loss", "loss", "{:.4f}"),
@@ -270,10 +324,18 @@ def report(res: dict[str, Any]) -> None:
     print(f"peak step memory bf16 / 4-bit: {res['peak_ratio']:.2f}x;  trainable: {nf4['trainable_params']:,} "
           f"= LoRA {nf4['lora_params']:,} + projector {nf4['projector_params']:,} "
           f"= {nf4['trainable_pct']:.2f}% of {nf4['base_params'] + nf4['lora_params'] + nf4['projector_params']:,}")
+    print(f"fp32 trainable state (weights + grads + AdamW m, v = 16 B/param): "
+          f"{16 * nf4['trainable_params'] / 2**30:.2f} GiB in both")
     per_rank = nf4["lora_params"] / nf4["lora"]["r"]  # LoRA size is linear in the rank
-    others = ", ".join(f"r={r}: {100 * (per_rank * r + nf4['projector_params']) / (nf4['base_params'] + per_rank * r + nf4['projector_params']):.2f}%"  # noqa: E501
-                       for r in (8, 16, 32, 64, 128))
-    print(f"trainable % at other LoRA ranks (same targets, + projector): {others}")
+
+    def pct(r: int) -> float:
+        trained = per_rank * r + nf4["projector_params"]
+        return 100 * trained / (nf4["base_params"] + trained)
+
+    print("trainable % at other LoRA ranks (same targets, + projector): "
+          + ", ".join(f"r={r}: {pct(r):.2f}%" for r in (8, 16, 32, 64, 128)))
+    print("note: bf16 weights stay memory-mapped from the safetensors file (file-backed pages) until the step "
+          "touches them; the 4-bit load reads the whole bf16 file through the same mapping.")
 
 
 def main() -> None:
@@ -283,7 +345,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=2, help="examples in the batch")
     ap.add_argument("--lora-r", type=int, help="LoRA rank (default: the recipe's finetune section, else 64)")
     ap.add_argument("--lora-alpha", type=int, help="LoRA alpha (default: the recipe's finetune section, else 16)")
-    ap.add_argument("--grad-checkpointing", action="store_true", default=None, help="recompute activations")
+    ap.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction,
+                    help="recompute activations in backward (default: the recipe's finetune section, else off)")
     ap.add_argument("--keep-checkpoint", help="folder for the random checkpoint, kept (and reused when it matches)")
     ap.add_argument("--json", help="also write the results to this file")
     ap.add_argument("--worker", choices=("build", *CONFIGS), help=argparse.SUPPRESS)
@@ -305,8 +368,7 @@ def main() -> None:
     ckpt = Path(args.keep_checkpoint) if args.keep_checkpoint else Path(tempfile.mkdtemp(prefix="scale-check-")) / "lm"
     common = ["--recipe", args.recipe, "--seq", str(args.seq), "--batch", str(args.batch), "--checkpoint", str(ckpt),
               "--lora-r", str(ft.lora_r), "--lora-alpha", str(ft.lora_alpha)]
-    if ft.grad_checkpointing:
-        common.append("--grad-checkpointing")
+    common.append("--grad-checkpointing" if ft.grad_checkpointing else "--no-grad-checkpointing")
     res: dict[str, Any] = {"recipe": recipe["name"], "command": " ".join(sys.argv), "cpu_count": os.cpu_count()}
     try:
         if checkpoint_matches(ckpt, spec):

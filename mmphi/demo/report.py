@@ -31,22 +31,22 @@ def _training_table(root: Path, state: dict) -> str:
     if clip:
         s = stages["clip"]["summary"]
         rows.append(["tiny CLIP (vision + text towers)", _m(clip["total_params"]),
-                     f"{s['samples']:,} image-caption pairs", stages["clip"]["minutes"]])
+                     f"{s['samples']:,} image-caption pairs", f"{stages['clip']['minutes']:.1f}"])
     if pre:
         s = stages["pretrain"]["summary"]
         rows.append([f"Phi LM from scratch ({_m(pre['params']['body'])} in the blocks, live vocabulary "
                      f"{pre.get('live_vocab', 'all')} ids)", _m(pre["params"]["total"]), f"{s['tokens']:,} tokens",
-                     stages["pretrain"]["minutes"]])
+                     f"{stages['pretrain']['minutes']:.1f}"])
     if align:
         s = stages["align"]["summary"]
         rows.append(["stage 1: projector (LM frozen)", _m(align["trainable_params"]), f"{s['tokens']:,} tokens",
-                     stages["align"]["minutes"]])
+                     f"{stages['align']['minutes']:.1f}"])
     if fine:
         s = stages["finetune"]["summary"]
         q = "4-bit NF4 LM + " if fine["settings"].get("quantize") else ""
         rows.append([f"stage 2: {q}LoRA r={fine['settings']['lora_r']} + projector",
                      f"{_m(fine['trainable_params'])} trainable of {_m(fine['total_params'])}",
-                     f"{s['tokens']:,} tokens", stages["finetune"]["minutes"]])
+                     f"{s['tokens']:,} tokens", f"{stages['finetune']['minutes']:.1f}"])
     return markdown_table(["model", "parameters", "trained on", "minutes"], rows)
 
 

@@ -141,7 +141,8 @@ def _pct(x: float) -> str:
 
 def run_demo(cfg: DemoConfig) -> dict:
     d = Demo(cfg)
-    d.stage("world", d.world, lambda s: f"{sum(s['splits'].values())} scenes {s['splits']}, "
+    d.stage("world", d.world, lambda s: f"{sum(s['splits'].values())} scenes (train/val/test "
+                                        f"{'/'.join(str(v) for v in s['splits'].values())}), "
                                         f"{s['speech']} spoken test questions")
     d.stage("clip", d.clip, lambda s: f"tiny CLIP image->caption top-1 {_pct(s['retrieval']['top1'])} on val "
                                       f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps")

@@ -27,8 +27,25 @@ def load_causal_lm(source: str, quantize: bool = False, device: torch.device | N
         if quantize:
             qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                     bnb_4bit_compute_dtype=dtype)
-            return AutoModelForCausalLM.from_pretrained(source, quantization_config=qc, dtype=dtype,
-                                                        device_map={"": str(device)})
+            lm = AutoModelForCausalLM.from_pretrained(source, quantization_config=qc, dtype=dtype,
+                                                      device_map={"": str(device)})
+            disable_cpu_inference_packing(lm)
+            return lm
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
     except (OSError, ValueError) as err:
         raise MmphiError(f"cannot load the language model {source!r}: {err}") from err
+
+
+def disable_cpu_inference_packing(model) -> None:
+    """Keep bitsandbytes' 4-bit layers on one code path on CPU.
+
+    On CPUs with AVX512-BF16, a ``Linear4bit`` that runs in eval mode without gradients repacks its
+    weights into an inference-only layout: a training forward afterwards fails (training evaluates
+    between steps), and its kernel rejects small layers (seen with hidden size 32). The regular
+    4-bit path works for both training and inference, so the repacking is turned off.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False

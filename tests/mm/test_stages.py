@@ -1,0 +1,113 @@
+"""Stages 1 and 2 end to end on tiny models: align -> finetune (QLoRA on CPU) -> load -> answer; resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mmphi.cli import main
+
+STEPS = ["--log-every", "1", "--warmup-steps", "2", "--eval-batches", "1", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def stage_inputs(small_world, tiny_clip_dir, tmp_path_factory) -> dict:
+    from helpers import make_lm
+
+    root = tmp_path_factory.mktemp("stages")
+    lm = make_lm(root / "lm", max_positions=256)
+    store = root / "features"
+    for split in ("train", "val"):
+        assert main(["embed", "--vision", str(tiny_clip_dir), "--images", str(small_world / split / "images"),
+                     "--out", str(store)]) == 0
+    return {"world": small_world, "lm": lm, "clip": tiny_clip_dir, "store": store, "root": root}
+
+
+@pytest.fixture(scope="module")
+def aligned(stage_inputs) -> Path:
+    s = stage_inputs
+    out = s["root"] / "align"
+    assert main(["align", "--data", str(s["world"]), "--features", str(s["store"]), "--lm", str(s["lm"]),
+                 "--vision", str(s["clip"]), "--out", str(out), "--max-steps", "6", "--eval-every", "3",
+                 "--lr", "0.01", *STEPS]) == 0
+    return out
+
+
+def test_align_trains_only_the_projector_and_reports_blind_loss(aligned, stage_inputs):
+    summary = json.loads((aligned / "summary.json").read_text())
+    facts = json.loads((aligned / "run.json").read_text())
+    spec = json.loads((aligned / "final" / "mmphi.json").read_text())
+    assert facts["trainable_params"] == sum(
+        v for v in [spec["projector"]["in_dim"] * 32 + 32 + 32 * 32 + 32])  # mlp2x_gelu: D->C, C->C
+    assert "val_caption_loss_blind" in summary and summary["val_caption_loss"] > 0
+    assert (aligned / "final" / "lm" / "config.json").exists() and (aligned / "final" / "vision").is_dir()
+    assert (aligned / "loss.png").exists()
+
+
+def test_finetune_qlora_evaluates_mid_training_and_loads_for_chat(aligned, stage_inputs):
+    s = stage_inputs
+    out = s["root"] / "finetune"
+    assert main(["finetune", "--data", str(s["world"]), "--features", str(s["store"]), "--init",
+                 str(aligned / "final"), "--out", str(out), "--max-steps", "6", "--eval-every", "2",
+                 "--val-limit", "12", "--lora-r", "4", "--lora-alpha", "8", "--merge", *STEPS]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    spec = json.loads((out / "final" / "mmphi.json").read_text())
+    assert spec["quantized"] is True and spec["adapters"] == "adapters"
+    assert summary["val_vqa"]["image"]["overall"]["n"] == 12 and "blind" in summary["val_vqa"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(1 for r in rows if r.get("split") == "val") >= 3  # step 0, mid-training, end
+    from mmphi.infer.assistant import Assistant
+    from mmphi.infer.generate import GenerationParams
+    from mmphi.infer.inputs import Message
+
+    image = next((s["world"] / "test" / "images").iterdir())
+    for model_dir in (out / "final", out / "merged"):
+        reply = Assistant.load(model_dir).reply([Message("user", "What colour is the circle?", image=image)],
+                                                GenerationParams(max_new_tokens=3))
+        assert reply.tokens > 0
+    merged = json.loads((out / "merged" / "mmphi.json").read_text())
+    assert merged["merged"] is True and "adapters" not in merged
+
+
+def _losses(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["align", "finetune"])
+def test_stage_resumes_after_kill_9_with_the_same_losses(stage, aligned, stage_inputs):
+    s = stage_inputs
+    common = ["--data", str(s["world"]), "--features", str(s["store"]), "--max-steps", "40", "--save-every", "5",
+              "--eval-every", "1000", "--val-limit", "0", *STEPS]
+    if stage == "align":
+        args = ["align", "--lm", str(s["lm"]), "--vision", str(s["clip"]), *common]
+    else:
+        args = ["finetune", "--init", str(aligned / "final"), "--lora-r", "4", "--lora-alpha", "8", *common]
+    assert main([*args, "--out", str(s["root"] / f"{stage}-a")]) == 0
+    env = {**os.environ, "MMPHI_PRINT_SUMMARY": "0"}
+    out = s["root"] / f"{stage}-b"
+    proc = subprocess.Popen([sys.executable, "-m", "mmphi.cli", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "step-10").exists():
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert max(_losses(out)) < 40
+    again = subprocess.run([sys.executable, "-m", "mmphi.cli", *args, "--out", str(out), "--resume"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    expected, got = _losses(s["root"] / f"{stage}-a"), _losses(out)
+    assert sorted(got) == sorted(expected)
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
