@@ -127,6 +127,9 @@ class CausalLMLoss(torch.nn.Module):
         head.bias.requires_grad_(False)
         self.unk = int(self.vocab.targets(torch.tensor([lm.config.eos_token_id]))[0])
 
+    def gradient_checkpointing_enable(self) -> None:
+        self.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         inp, tgt = ids[:, :-1], ids[:, 1:]  # (B, T)
         body = decoder(self.lm)

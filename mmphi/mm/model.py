@@ -73,6 +73,10 @@ class MultimodalLM(nn.Module):
         self.register_buffer("vocab_ids", vocab if vocab is not None else torch.empty(0, dtype=torch.long),
                              persistent=False)
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute the LM's activations in backward (non-reentrant: inputs come as embeddings)."""
+        base_lm(self.lm).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     # ------------------------------------------------------------------ forward
     @property
     def image_tokens(self) -> int:

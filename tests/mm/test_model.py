@@ -118,3 +118,18 @@ def test_unknown_architecture_needs_explicit_targets():
     with pytest.raises(Exception, match="lora-targets"):
         lora_targets("gpt_neox")
     assert lora_targets("gpt_neox", ["query_key_value"]) == ["query_key_value"]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tok):
+    batch = _batch(tok)
+    grads = []
+    for checkpointing in (False, True):
+        model = MultimodalLM(tiny_phi(), build_projector("linear", D_VIS, 32), {"image_tokens": N_IMG})
+        model.lm.requires_grad_(False)  # stage 1: only the projector trains, through the frozen LM
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+            assert model.lm.model.gradient_checkpointing
+        model.train()
+        model(**batch).backward()
+        grads.append(model.projector.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
