@@ -33,6 +33,7 @@ class AlignConfig(StageArgs):
     vision: str = opt("", "the vision encoder the features came from (folder or hub id), recorded for inference",
                       required=True)
     projector: Literal["linear", "mlp2x_gelu", "resblock"] = opt("mlp2x_gelu", "projector kind: " + ", ".join(KINDS))
+    image_positions: bool = opt(False, "add a learned embedding per image-token position to the projected features")
     system: str = opt("", "system line that opens every conversation (LLaVA's phi template uses a long one)")
 
     def __post_init__(self) -> None:
@@ -51,6 +52,9 @@ class FinetuneConfig(StageArgs):
     lora_targets: list[str] = opt([], "module names to adapt; empty = the architecture's default "
                                       "(Phi: q_proj,k_proj,v_proj,dense,fc1,fc2)")
     projector_lr: float = opt(0.0, "learning rate of the projector; 0 = same as lr")
+    loss: Literal["token", "answer"] = opt(
+        "token", "loss averaging: 'token' = mean over answer tokens (LLaVA); 'answer' = every answer counts "
+                 "once, so long descriptions do not drown one-word answers")
     merge: bool = opt(False, "also export final/ with the adapters merged into full-precision LM weights")
 
     def __post_init__(self) -> None:

@@ -36,6 +36,7 @@ class Example:
     image: str | None  # feature-store key
     id: str
     types: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # per label token: 1 / length of its answer
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -76,6 +77,7 @@ class ChatEncoder:
         ids: list[int] = []
         labels: list[int] = []
         mask: list[bool] = []
+        weights: list[float] = []
         kept = 0
         for i, (user, answer) in enumerate(rounds):
             p_ids, p_mask = self.prompt_ids(user, first=i == 0)
@@ -89,10 +91,11 @@ class ChatEncoder:
             ids += p_ids + a_ids
             labels += [IGNORE] * len(p_ids) + a_ids
             mask += p_mask + [False] * len(a_ids)
+            weights += [0.0] * len(p_ids) + [1.0 / len(a_ids)] * len(a_ids) if a_ids else [0.0] * len(p_ids)
             kept += 1
         if image is not None and sum(mask) != self.image_tokens:
             raise DataError(f"record {id!r} has an image but no <image> placeholder in its first turn")
-        return Example(ids, labels, mask, image if any(mask) else None, id, list(types)[:kept])
+        return Example(ids, labels, mask, image if any(mask) else None, id, list(types)[:kept], weights)
 
 
 def _image_first(text: str) -> str:
@@ -145,8 +148,12 @@ def caption_examples(path: Path, enc: ChatEncoder, blind: bool = False) -> list[
     return out
 
 
-def collate(examples: Sequence[Example], pad_id: int, store=None) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest example; the attention mask comes from lengths (EOS is also PAD)."""
+def collate(examples: Sequence[Example], pad_id: int, store=None, per_answer: bool = False) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest example; the attention mask comes from lengths (EOS is also PAD).
+
+    ``per_answer``: add ``loss_weights`` so that every answer counts once in the loss, whatever its
+    length (with a plain token mean, one 25-token description outweighs a dozen one-word answers).
+    """
     width = max(len(e) for e in examples)
     n = len(examples)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -160,6 +167,11 @@ def collate(examples: Sequence[Example], pad_id: int, store=None) -> dict[str, t
         image_mask[i, :k] = torch.tensor(e.image_mask)
         attention[i, :k] = 1
     batch = {"input_ids": input_ids, "labels": labels, "image_mask": image_mask, "attention_mask": attention}
+    if per_answer:
+        weights = torch.zeros((n, width))
+        for i, e in enumerate(examples):
+            weights[i, : len(e)] = torch.tensor(e.weights)
+        batch["loss_weights"] = weights
     keys = [e.image for e in examples if e.image is not None]
     if keys:
         if store is None:

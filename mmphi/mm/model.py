@@ -104,15 +104,21 @@ class MultimodalLM(nn.Module):
         body = base_lm(self.lm).get_decoder()
         return body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
 
-    def forward(self, input_ids, attention_mask, image_mask, labels, features=None) -> torch.Tensor:
-        """Mean loss over the answer tokens (labels != -100), computing logits only there."""
+    def forward(self, input_ids, attention_mask, image_mask, labels, features=None, loss_weights=None) -> torch.Tensor:
+        """Loss over the answer tokens (labels != -100), computing logits only there: the mean over
+        tokens, or with ``loss_weights`` (1 / answer length per token) the mean over answers."""
         hidden = self.hidden_states(input_ids, attention_mask, image_mask, features)
         targets = labels[:, 1:]  # position t predicts token t+1
         where = targets != -100
         picked = hidden[:, :-1][where]  # (M, C): only positions that carry loss
         vocab = self.vocab_ids if self.vocab.ids is not None else None
         logits = head_logits(base_lm(self.lm), picked, vocab)  # (M, V or K)
-        return F.cross_entropy(logits.float(), self.vocab.targets(targets[where]), ignore_index=-100)
+        if loss_weights is None:
+            return F.cross_entropy(logits.float(), self.vocab.targets(targets[where]), ignore_index=-100)
+        per_token = F.cross_entropy(logits.float(), self.vocab.targets(targets[where]), ignore_index=-100,
+                                    reduction="none")
+        w = loss_weights[:, 1:][where]
+        return (per_token * w).sum() / w.sum().clamp(min=1e-9)
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str | Path, tokenizer, lm_source: str, vision_source: str | None) -> None:
@@ -167,7 +173,7 @@ def resolve(path: str | Path, ref: str) -> str:
 
 def load_projector(path: str | Path, spec: dict[str, Any]) -> nn.Module:
     p = spec["projector"]
-    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"])
+    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"], p.get("positions", 0))
     weights = Path(path) / "projector.safetensors"
     try:
         projector.load_state_dict(load_file(weights))

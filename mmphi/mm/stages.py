@@ -32,16 +32,17 @@ class ConversationTask:
     unit = "tokens"
 
     def __init__(self, train: list[Example], val: list[Example], store: FeatureStore, pad_id: int, seed: int,
-                 eval_batch: int, flops_per_token: float, save_final):
+                 eval_batch: int, flops_per_token: float, save_final, per_answer: bool = False):
         if not train:
             raise ValueError("no training examples")
         self.train, self.val, self.store, self.pad_id = train, val, store, pad_id
         self.sampler = LengthGroupedSampler([len(e) for e in train], seed)
         self.eval_batch, self.fpt, self._save_final = eval_batch, flops_per_token, save_final
+        self.per_answer = per_answer
 
     def batch(self, index: int, size: int, rank: int, world: int) -> dict:
         chosen = self.sampler.batch(index, size * world)[rank * size:(rank + 1) * size]
-        return collate([self.train[i] for i in chosen], self.pad_id, self.store)
+        return collate([self.train[i] for i in chosen], self.pad_id, self.store, self.per_answer)
 
     def loss(self, model, batch):
         tokens = float(batch["attention_mask"].sum())
@@ -52,7 +53,7 @@ class ConversationTask:
     def eval_batches(self, examples: Sequence[Example] | None = None):
         examples = self.val if examples is None else examples
         for i in range(0, len(examples), self.eval_batch):
-            yield collate(examples[i:i + self.eval_batch], self.pad_id, self.store)
+            yield collate(examples[i:i + self.eval_batch], self.pad_id, self.store, self.per_answer)
 
     def save_final(self, model, path: Path) -> None:
         self._save_final(model, path)
@@ -97,8 +98,10 @@ def align(cfg: AlignConfig) -> dict:
     lm = load_causal_lm(cfg.lm, cfg.quantize)
     lm.requires_grad_(False)  # stage 1: the LM is frozen
     torch.manual_seed(cfg.seed)
-    projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size)
-    spec = {"projector": {"kind": cfg.projector, "in_dim": store.feature_dim, "out_dim": lm.config.hidden_size},
+    positions = store.num_tokens if cfg.image_positions else 0
+    projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size, positions)
+    spec = {"projector": {"kind": cfg.projector, "in_dim": store.feature_dim, "out_dim": lm.config.hidden_size,
+                          "positions": positions},
             "image_tokens": store.num_tokens, "vision": {"identity": store.identity}, "system": cfg.system,
             "quantized": cfg.quantize, "stage": "align"}
     model = MultimodalLM(lm, projector.to(lm.device), spec)
@@ -160,7 +163,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         m.save_pretrained(path, tokenizer, lm_source, vision)
 
     task = ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
-                            _flops_per_token(lm, trainable_body=False), save_final)
+                            _flops_per_token(lm, trainable_body=False), save_final, cfg.loss == "answer")
     facts = {"verb": "finetune", "train_examples": len(train), "skipped_too_long": skipped, "settings": vars(cfg)}
     result = fit(task, model, cfg, run, facts)
     if not procs.is_main_process:

@@ -34,6 +34,6 @@ class WorldConfig:
               f"image_size must be a multiple of 3 and >= 24, got {self.image_size}")
         check(1 <= self.max_objects <= 5, f"max_objects must be in 1..5, got {self.max_objects}")
         check(1 <= self.max_turns <= 6, f"max_turns must be in 1..6, got {self.max_turns}")
-        check(len(self.corpus_rounds) == 2 and 1 <= self.corpus_rounds[0] <= self.corpus_rounds[1] <= 6,
-              f"corpus_rounds must be min,max with 1 <= min <= max <= 6, got {self.corpus_rounds}")
+        check(len(self.corpus_rounds) == 2 and 1 <= self.corpus_rounds[0] <= self.corpus_rounds[1] <= 12,
+              f"corpus_rounds must be min,max with 1 <= min <= max <= 12, got {self.corpus_rounds}")
 

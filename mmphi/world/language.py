@@ -138,15 +138,23 @@ def _yes_no(scene: Scene, o: Obj, rng: np.random.Generator) -> tuple[str, str]:
 
 
 def conversation(scene: Scene, rng: np.random.Generator, turns: int) -> list[tuple[str, str, str]]:
-    """``turns`` distinct (type, question, answer) triples; at most one "describe" per conversation."""
-    kinds = list(rng.permutation(QUESTION_TYPES))[:turns]
+    """``turns`` (type, question, answer) triples with no question asked twice and at most one "describe".
+
+    Up to six turns, every question type at most once; beyond that, the exact-answer types repeat
+    (about other objects or attributes), which gives more answers to learn from per scene.
+    """
+    kinds = [str(k) for k in rng.permutation(QUESTION_TYPES)][:turns]
+    exact = [k for k in QUESTION_TYPES if k != "describe"]
+    kinds += [exact[int(rng.integers(len(exact)))] for _ in range(turns - len(kinds))]
     out: list[tuple[str, str, str]] = []
     seen: set[str] = set()
     for kind in kinds:
-        for _ in range(5):
+        for _ in range(8):
             q, a = question(kind, scene, rng)
             if q not in seen:
                 break
+        else:
+            continue  # this scene has no new question of that type left
         seen.add(q)
         out.append((kind, q, a))
     return out

@@ -133,3 +133,34 @@ def test_gradient_checkpointing_gives_the_same_gradients(tok):
         model(**batch).backward()
         grads.append(model.projector.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_projector_position_embeddings_distinguish_identical_patches():
+    proj = build_projector("mlp2x_gelu", D_VIS, 32, positions=N_IMG)
+    x = torch.randn(1, 1, D_VIS).expand(2, N_IMG, D_VIS)  # the same feature at every position
+    out = proj(x)
+    assert torch.allclose(out[:, 0], out[:, 1])  # zero at start: LLaVA's behaviour
+    with torch.no_grad():
+        proj.positions.normal_()
+    assert not torch.allclose(proj(x)[:, 0], proj(x)[:, 1])
+
+
+def test_per_answer_loss_weights_each_answer_once(tok):
+    enc = ChatEncoder(tok, N_IMG)
+    long = "a very long answer with many many words in it"
+    ex = enc.encode([("<image>\nQ?", "yes"), ("Describe.", long)], "a")
+    batch = collate([ex], enc.pad_id, MemStore(), per_answer=True)
+    weights = batch["loss_weights"][0][batch["labels"][0] != -100]
+    n_short, n_long = 2, len(tok(f" {long}").input_ids) + 1  # answers plus their EOS
+    assert torch.allclose(weights, torch.tensor([1 / n_short] * n_short + [1 / n_long] * n_long))
+    model = MultimodalLM(tiny_phi(), build_projector("linear", D_VIS, 32), {"image_tokens": N_IMG})
+    per_answer = model(**batch)
+    plain = {k: v for k, v in batch.items() if k != "loss_weights"}
+    per_token = model(**plain)
+    # Recompute both by hand from the token losses.
+    embeds = model.embed(batch["input_ids"], batch["image_mask"], batch["features"])
+    logits = model.lm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits[0, :-1]
+    targets = batch["labels"][0, 1:]
+    losses = torch.nn.functional.cross_entropy(logits[targets != -100], targets[targets != -100], reduction="none")
+    assert torch.allclose(per_token, losses.mean(), atol=1e-5)
+    assert torch.allclose(per_answer, (losses[:n_short].mean() + losses[n_short:].mean()) / 2, atol=1e-5)
