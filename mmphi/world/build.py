@@ -14,6 +14,7 @@ and slot) occurs in train or in the train corpus. Every file is a pure function 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -27,21 +28,31 @@ from mmphi.world.config import WorldConfig
 from mmphi.world.speech import VOICES, espeak_path, speak_many
 
 SPLITS = ("train", "val", "test")
-# Test is drawn first, then val, then train, each avoiding the scenes drawn before it.
-DRAW_ORDER = ("test", "val", "train")
+STREAMS = {"train": 2, "val": 1, "test": 0}  # random streams (kept from when splits were drawn in turn)
 CORPUS_STREAM = 7
 
 
-def _draw(seed: int, stream: int, n: int, taken: set, max_objects: int, desc: str) -> list[scenes.Scene]:
+def split_of(signature: tuple, val_frac: float, test_frac: float) -> str:
+    """The one split a scene signature belongs to, from a stable hash of the signature.
+
+    Splits are disjoint by construction and share one distribution: each split holds its share
+    of every kind of scene (drawing the held-out splits first and excluding their scenes from
+    train instead would leave train without the few distinct one-object scenes).
+    """
+    u = int.from_bytes(hashlib.sha256(repr(signature).encode()).digest()[:8], "big") / 2**64
+    return "test" if u < test_frac else "val" if u < test_frac + val_frac else "train"
+
+
+def _draw(cfg: WorldConfig, stream: int, n: int, split: str, desc: str) -> list[scenes.Scene]:
     out = []
     for i in tqdm(range(n), desc=desc, unit="scene", leave=False, mininterval=0.5):
-        rng = np.random.default_rng([seed, stream, i])
+        rng = np.random.default_rng([cfg.seed, stream, i])
         for _ in range(1000):
-            s = scenes.sample_scene(rng, max_objects)
-            if s.signature() not in taken:
+            s = scenes.sample_scene(rng, cfg.max_objects)
+            if split_of(s.signature(), cfg.val_frac, cfg.test_frac) == split:
                 break
         else:  # pragma: no cover - only with absurd settings
-            raise RuntimeError("could not draw a scene disjoint from the other splits; use fewer scenes")
+            raise RuntimeError(f"could not draw a {split} scene; check val_frac / test_frac")
         out.append(s)
     return out
 
@@ -103,10 +114,9 @@ def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
-def _extra_corpus(root: Path, cfg: WorldConfig, taken: set) -> None:
+def _extra_corpus(root: Path, cfg: WorldConfig) -> None:
     docs = []
-    for i, scene in enumerate(_draw(cfg.seed, CORPUS_STREAM, cfg.corpus_scenes, taken, cfg.max_objects,
-                                    "world corpus")):
+    for i, scene in enumerate(_draw(cfg, CORPUS_STREAM, cfg.corpus_scenes, "train", "world corpus")):
         rng = np.random.default_rng([cfg.seed, CORPUS_STREAM, i, 1])
         docs.append(_corpus_doc(scene, rng, language.captions(scene, rng), cfg))
     if docs:
@@ -145,15 +155,10 @@ def build_world(cfg: WorldConfig) -> dict:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     sizes = _split_sizes(cfg)
-    taken: set = set()
-    drawn: dict[str, list[scenes.Scene]] = {}
-    for stream, split in enumerate(DRAW_ORDER):
-        drawn[split] = _draw(cfg.seed, stream, sizes[split], taken, cfg.max_objects, f"draw {split}")
-        if split != "train":
-            taken |= {s.signature() for s in drawn[split]}
     for split in SPLITS:
-        _write_split(root, split, DRAW_ORDER.index(split), drawn[split], cfg)
-    _extra_corpus(root, cfg, taken)
+        drawn = _draw(cfg, STREAMS[split], sizes[split], split, f"draw {split}")
+        _write_split(root, split, STREAMS[split], drawn, cfg)
+    _extra_corpus(root, cfg)
     n_speech = _speech(root, cfg) if cfg.speech else 0
     summary = {
         "format": "mmphi shapes world v1",

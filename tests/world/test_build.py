@@ -124,6 +124,17 @@ def test_splits_are_disjoint(small_world):
                 assert canonical not in corpus
 
 
+
+
+def test_splits_share_one_distribution(tmp_path):
+    # Scenes go to a split by a hash of what they contain, so even a world far larger than the
+    # number of distinct one-object scenes keeps them in every split (train included).
+    build_world(WorldConfig(out=str(tmp_path), scenes=3000, corpus_scenes=0, seed=0))
+    share = {}
+    for split in ("train", "val", "test"):
+        scenes = json.loads((tmp_path / split / "scenes.json").read_text())
+        share[split] = sum(len(s["objects"]) == 1 for s in scenes) / len(scenes)
+    assert all(0.2 < v < 0.45 for v in share.values()), share  # a third of draws have one object
 def test_speech_files(small_world):
     items = json.loads((small_world / "test" / "speech.json").read_text())
     assert len(items) == 4
