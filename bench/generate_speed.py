@@ -4,11 +4,14 @@ One reference implementation could not call ``generate`` with embeddings and re-
 on the growing sequence for each new token. Both ways go through the same engine and the same
 prompt (an image question); measured side by side in one run:
 
-    .venv/bin/python bench/generate_speed.py MODEL_DIR [--tokens 32] [--repeats 3] [--json out.json]
+    .venv/bin/python bench/generate_speed.py [MODEL_DIR] [--tokens 64] [--history 1] [--repeats 3]
+        [--hidden 256 --layers 2] [--json out.json]
 
-MODEL_DIR: a multimodal model folder (e.g. runs/demo/finetune/final). Without it, a tiny random
-model is built in a temp folder (the ratio then says little about a trained model's answers, but
-the cost of decoding is the same).
+MODEL_DIR: a multimodal model folder (e.g. runs/demo/finetune/final). Without it, a random model
+of ``--hidden`` width and ``--layers`` layers is built in a temp folder (its answers are noise, but
+decoding costs the same as a trained model's). ``--history N`` repeats the earlier exchange N
+times, for a longer prompt. For a model as small as the tiny recipe's, per-step overheads dominate
+and the cache buys little; the saving grows with model size and prompt length.
 """
 
 from __future__ import annotations
@@ -37,10 +40,13 @@ def _image() -> Path:
     return path
 
 
-def measure(assistant: Assistant, tokens: int, repeats: int) -> dict:
+def measure(assistant: Assistant, tokens: int, repeats: int, history_rounds: int = 1) -> dict:
     history = [Message("user", "What shapes are in this picture?", image=_image()),
-               Message("assistant", "A small red circle on the left and a large blue square at the top."),
-               Message("user", "Describe the image in detail.")]
+               Message("assistant", "A small red circle on the left and a large blue square at the top.")]
+    for _ in range(history_rounds - 1):
+        history += [Message("user", "And again, what do you see?"),
+                    Message("assistant", "A small red circle on the left and a large blue square at the top.")]
+    history.append(Message("user", "Describe the image in detail."))
     rounds, image, _, _ = assistant._rounds(history)
     ex, _ = assistant._fit(rounds, 0, assistant.context - tokens)
     embeds = assistant._embeds(ex, image)
@@ -70,6 +76,9 @@ def main() -> None:
     ap.add_argument("model", nargs="?")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--history", type=int, default=1, help="earlier exchanges in the prompt")
+    ap.add_argument("--hidden", type=int, default=256, help="width of the random model (no MODEL_DIR)")
+    ap.add_argument("--layers", type=int, default=2, help="layers of the random model (no MODEL_DIR)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     model = args.model
@@ -80,9 +89,10 @@ def main() -> None:
         from helpers import make_clip, make_multimodal
 
         tmp = Path(tempfile.mkdtemp())
-        model = str(make_multimodal(tmp, make_clip(tmp / "clip"), max_positions=512, hidden=256))
+        model = str(make_multimodal(tmp, make_clip(tmp / "clip"), max_positions=1024, hidden=args.hidden,
+                                        layers=args.layers))
     torch.manual_seed(0)
-    res = measure(Assistant.load(model), args.tokens, args.repeats)
+    res = measure(Assistant.load(model), args.tokens, args.repeats, args.history)
     res["model"] = model
     print(f"{model}: prompt {res['prompt_tokens']} tokens (image included), {res['new_tokens']} new tokens, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")

@@ -30,25 +30,28 @@ def make_clip(out: Path, seed: int = 0, image_size: int = 96, patch_size: int = 
 
 
 
-def make_lm(out: Path, seed: int = 0, max_positions: int = 128, hidden: int = 32) -> Path:
-    """A random 2-layer PhiForCausalLM with Phi-2's vocabulary and the offline tokenizer, saved to ``out``."""
+def make_lm(out: Path, seed: int = 0, max_positions: int = 128, hidden: int = 32, layers: int = 2) -> Path:
+    """A random PhiForCausalLM (2 layers by default) with Phi-2's vocabulary and the offline tokenizer."""
     torch.manual_seed(seed)
-    lm = PhiForCausalLM(PhiConfig(vocab_size=50304, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=2 * hidden, max_position_embeddings=max_positions,
+    heads = max(2, hidden // 64)
+    lm = PhiForCausalLM(PhiConfig(vocab_size=50304, hidden_size=hidden, num_hidden_layers=layers,
+                                  num_attention_heads=heads, intermediate_size=2 * hidden,
+                                  max_position_embeddings=max_positions,
                                   bos_token_id=EOS_ID, eos_token_id=EOS_ID, pad_token_id=EOS_ID))
     lm.save_pretrained(out)
     build_offline_tokenizer().save_pretrained(out)
     return out
 
 
-def make_multimodal(out: Path, clip_dir: Path, seed: int = 0, max_positions: int = 128, hidden: int = 32) -> Path:
+def make_multimodal(out: Path, clip_dir: Path, seed: int = 0, max_positions: int = 128, hidden: int = 32,
+                    layers: int = 2) -> Path:
     """A saved multimodal model directory: random tiny LM + ``clip_dir``'s encoder + a random projector."""
     from mmphi.mm.model import MultimodalLM
     from mmphi.mm.projector import build_projector
     from mmphi.tokenizer import load_tokenizer
     from mmphi.vision.encoder import VisionEncoder
 
-    lm_dir = make_lm(out / "lm-source", seed, max_positions, hidden)
+    lm_dir = make_lm(out / "lm-source", seed, max_positions, hidden, layers)
     encoder = VisionEncoder.from_pretrained(str(clip_dir))
     torch.manual_seed(seed)
     lm = PhiForCausalLM.from_pretrained(lm_dir)

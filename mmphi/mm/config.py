@@ -33,13 +33,16 @@ class AlignConfig(StageArgs):
     vision: str = opt("", "the vision encoder the features came from (folder or hub id), recorded for inference",
                       required=True)
     projector: Literal["linear", "mlp2x_gelu", "resblock"] = opt("mlp2x_gelu", "projector kind: " + ", ".join(KINDS))
-    image_positions: bool = opt(False, "add a learned embedding per image-token position to the projected features")
+    projector_hidden: int = opt(0, "hidden width of the mlp2x_gelu projector (0 = the LM's width, as in LLaVA-1.5)")
+    image_positions: bool = opt(False, "add a learned code per image-token position to the features, before the "
+                                       "projector (for encoders whose patch features hardly encode where they are)")
     system: str = opt("", "system line that opens every conversation (LLaVA's phi template uses a long one)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(bool(self.lm), "lm is required (--lm)")
         check(bool(self.vision), "vision is required (--vision)")
+        check(self.projector_hidden >= 0, "projector_hidden must be >= 0")
 
 
 @dataclass

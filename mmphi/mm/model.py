@@ -173,7 +173,7 @@ def resolve(path: str | Path, ref: str) -> str:
 
 def load_projector(path: str | Path, spec: dict[str, Any]) -> nn.Module:
     p = spec["projector"]
-    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"], p.get("positions", 0))
+    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"], p.get("positions", 0), p.get("hidden", 0))
     weights = Path(path) / "projector.safetensors"
     try:
         projector.load_state_dict(load_file(weights))

@@ -23,30 +23,35 @@ class ResBlockProjector(nn.Module):
 
 
 class WithPositions(nn.Module):
-    """A projector plus a learned embedding per image-token position (zero at start).
+    """A projector whose input gets a learned vector per image-token position first.
 
-    CLIP's patch features carry their grid position only weakly after a few layers of global
-    attention (a linear probe recovers the cell of a tiny-CLIP token 71% of the time); an
-    explicit per-position vector tells the LM which patch it is looking at ("on the left").
+    A tiny CLIP's patch features hardly say where they are once an object fills the patch (a linear
+    probe recovers the grid cell of an occupied tiny-CLIP token about 40% of the time, at every
+    layer), so the LM cannot tell "on the left" from "at the top". The position code is added in
+    feature space, before the projector's non-linearity, so each image token comes out as a joint
+    code of what is there *and* where (e.g. "red square at the top"), not a sum of the two that
+    the LM would have to bind back together. Initialised at the features' scale.
     """
 
-    def __init__(self, base: nn.Module, num_tokens: int, out_dim: int):
+    def __init__(self, base: nn.Module, num_tokens: int, in_dim: int):
         super().__init__()
         self.base = base
-        self.positions = nn.Parameter(torch.zeros(num_tokens, out_dim))
+        self.positions = nn.Parameter(torch.randn(num_tokens, in_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + self.positions  # (B, N, C) + (N, C)
+        return self.base(x + self.positions.to(x.dtype))  # (B, N, D) + (N, D)
 
 
-def build_projector(kind: str, in_dim: int, out_dim: int, positions: int = 0) -> nn.Module:
-    """``positions`` > 0 adds a learned embedding for each of that many image-token positions."""
+def build_projector(kind: str, in_dim: int, out_dim: int, positions: int = 0, hidden: int = 0) -> nn.Module:
+    """``positions`` > 0 adds a learned code for each of that many image-token positions;
+    ``hidden``: the width of mlp2x_gelu's hidden layer (0 = ``out_dim``, as in LLaVA-1.5)."""
     if kind == "linear":
         proj: nn.Module = nn.Linear(in_dim, out_dim)
     elif kind == "mlp2x_gelu":  # LLaVA-1.5's connector
-        proj = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        width = hidden or out_dim
+        proj = nn.Sequential(nn.Linear(in_dim, width), nn.GELU(), nn.Linear(width, out_dim))
     elif kind == "resblock":
         proj = ResBlockProjector(in_dim, out_dim)
     else:
         raise ValueError(f"unknown projector kind {kind!r}; choose one of {', '.join(KINDS)}")
-    return WithPositions(proj, positions, out_dim) if positions else proj
+    return WithPositions(proj, positions, in_dim) if positions else proj

@@ -99,9 +99,10 @@ def align(cfg: AlignConfig) -> dict:
     lm.requires_grad_(False)  # stage 1: the LM is frozen
     torch.manual_seed(cfg.seed)
     positions = store.num_tokens if cfg.image_positions else 0
-    projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size, positions)
+    projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size, positions,
+                                cfg.projector_hidden)
     spec = {"projector": {"kind": cfg.projector, "in_dim": store.feature_dim, "out_dim": lm.config.hidden_size,
-                          "positions": positions},
+                          "positions": positions, "hidden": cfg.projector_hidden},
             "image_tokens": store.num_tokens, "vision": {"identity": store.identity}, "system": cfg.system,
             "quantized": cfg.quantize, "stage": "align"}
     model = MultimodalLM(lm, projector.to(lm.device), spec)
