@@ -5,6 +5,7 @@
 Spaces run ``app.py`` and route the public URL to port 7860, hence 0.0.0.0:7860 here (``mmphi app``
 itself binds 127.0.0.1). The model is a folder in the repository (commit it with Git LFS) or a Hub
 repo id (``org/name``). Without a model the Space shows a page saying what is missing, not a traceback.
+MMPHI_ASR_PROMPT: words to expect in speech (default: the shapes world's, from the tiny recipe).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from mmphi.config import load_recipe
 from mmphi.serve.app import build_app, error_app, launch
 from mmphi.serve.config import AppConfig
 
@@ -30,7 +32,8 @@ def build_demo() -> tuple[gr.Blocks, AppConfig]:
     """The app on the configured model, or an error page explaining why it cannot run."""
     model = os.environ.get("MMPHI_MODEL", DEFAULT_MODEL)
     examples = os.environ.get("MMPHI_EXAMPLES", DEFAULT_EXAMPLES)
-    cfg = AppConfig(model=model, host=HOST, port=PORT,
+    asr_prompt = os.environ.get("MMPHI_ASR_PROMPT", (load_recipe("tiny").get("app") or {}).get("asr_prompt", ""))
+    cfg = AppConfig(model=model, host=HOST, port=PORT, asr_prompt=asr_prompt,
                     examples=examples if (Path(examples) / "test" / "instruct.json").is_file() else "")
     if not Path(model).is_dir() and not _HUB_ID.match(model):
         return error_app(
@@ -40,7 +43,7 @@ def build_demo() -> tuple[gr.Blocks, AppConfig]:
     try:
         from mmphi.infer.assistant import Assistant
 
-        assistant = Assistant.load(model, asr_model=cfg.asr_model or None)
+        assistant = Assistant.load(model, asr_model=cfg.asr_model or None, asr_prompt=cfg.asr_prompt or None)
     except Exception as err:  # a broken or incomplete model folder: say so on the page
         return error_app(f"the model `{model}` could not be loaded: {type(err).__name__}: {err}"), cfg
     return build_app(assistant, cfg), cfg

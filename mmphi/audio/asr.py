@@ -120,7 +120,7 @@ class Transcriber:
     """A loaded Whisper model that turns audio into a :class:`Transcript`; safe to share between threads."""
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", compute_type: str = "auto",
-                 max_seconds: float = 600.0, vad: bool = True, beam_size: int = 1) -> None:
+                 max_seconds: float = 600.0, vad: bool = True, beam_size: int = 1, prompt: str | None = None) -> None:
         if not max_seconds > 0:
             raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         if beam_size < 1:
@@ -130,6 +130,9 @@ class Transcriber:
         self.max_seconds = max_seconds
         self.vad = vad
         self.beam_size = beam_size
+        # Domain words as Whisper's initial prompt: tiny.en hears "try done goal" for a synthetic
+        # voice's "triangle" without it (shapes-world spoken questions: WER 17% -> 8%).
+        self.prompt = prompt or None
         # One decode at a time: the object is shared by server threads, faster-whisper's WhisperModel
         # is not documented as thread-safe, and on a small CPU parallel decodes would only thrash.
         self._lock = threading.Lock()
@@ -166,7 +169,8 @@ class Transcriber:
                 # can "continue" a pattern it has seen and skip what was actually said (measured:
                 # a 63 s clip lost a whole sentence at the 30 s boundary). Questions need no long context.
                 segments_iter, info = self.model.transcribe(samples, beam_size=self.beam_size, vad_filter=self.vad,
-                                                            condition_on_previous_text=False)
+                                                            condition_on_previous_text=False,
+                                                            initial_prompt=self.prompt)
                 # The segments are a lazy generator: the real decoding happens here, inside the lock.
                 segments = [(s.start, s.end, s.text.strip()) for s in segments_iter]
             except RuntimeError as exc:  # CTranslate2 failures (out of memory, device errors)

@@ -71,7 +71,7 @@ def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key:
     from mmphi.audio import Transcriber
 
     items = json.loads((split / "speech.json").read_text())
-    asr = Transcriber(cfg.asr_model or None)
+    asr = Transcriber(cfg.asr_model or None, prompt=cfg.asr_prompt or None)
     heard, audio_s, busy_s = [], 0.0, 0.0
     for it in items:
         t = asr.transcribe(split / it["audio"])

@@ -52,32 +52,33 @@ class Reply:
 
 
 class Assistant:
-    def __init__(self, model, tokenizer, multimodal: bool, source: str, asr_model: str | None = None):
+    def __init__(self, model, tokenizer, multimodal: bool, source: str, asr_model: str | None = None,
+                 asr_prompt: str | None = None):
         self.model, self.tokenizer, self.multimodal, self.source = model, tokenizer, multimodal, source
         self.lm = model.lm if multimodal else model
         system = model.spec.get("system", "") if multimodal else ""
         image_tokens = model.image_tokens if multimodal else 0
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 2048))
         self.encoder = ChatEncoder(tokenizer, image_tokens, system, max_len=self.context)
-        self._asr_model, self._asr, self._asr_lock = asr_model, None, threading.Lock()
+        self._asr_model, self._asr_prompt, self._asr, self._asr_lock = asr_model, asr_prompt, None, threading.Lock()
         self._lock = threading.Lock()  # one generation at a time: the model is shared
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, device: torch.device | None = None, asr_model: str | None = None,
-             quantize: bool | None = None) -> Assistant:
+             quantize: bool | None = None, asr_prompt: str | None = None) -> Assistant:
         """A multimodal directory (mmphi.json) or any plain causal LM folder / hub id (text only)."""
         device = device or default_device()
         if (Path(path) / "mmphi.json").exists():
             from mmphi.mm.loading import load_multimodal
 
             model, tok = load_multimodal(path, device=device, quantize=quantize)
-            return cls(model, tok, True, str(path), asr_model)
+            return cls(model, tok, True, str(path), asr_model, asr_prompt)
         from mmphi.lm.loading import load_causal_lm
         from mmphi.tokenizer import load_tokenizer
 
         lm = load_causal_lm(str(path), quantize=bool(quantize), device=device).eval()
-        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model)
+        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model, asr_prompt)
 
     @property
     def asr(self):
@@ -85,7 +86,7 @@ class Assistant:
             if self._asr is None:
                 from mmphi.audio import Transcriber
 
-                self._asr = Transcriber(self._asr_model)
+                self._asr = Transcriber(self._asr_model, prompt=self._asr_prompt)
         return self._asr
 
     # ------------------------------------------------------------------ prompt

@@ -38,6 +38,8 @@ class ChatConfig(GenerationArgs):
     image: str = opt("", "an image file to ask about")
     audio: str = opt("", "an audio file (wav, flac, mp3, ogg) whose speech joins the question")
     asr_model: str = opt("", "faster-whisper model for audio; empty = the bundled Whisper tiny.en")
+    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
+                           "initial prompt; empty = none")
     seed: int = opt(0, "sampling seed")
     out: str = opt("", "unused; accepted for a uniform CLI")
 

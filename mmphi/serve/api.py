@@ -53,7 +53,8 @@ DISCONNECT_POLL_S = 0.2
 
 
 def load_assistant(cfg: ServeConfig) -> Assistant:
-    return Assistant.load(cfg.model, asr_model=cfg.asr_model or None)
+    return Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
+                          asr_prompt=cfg.asr_prompt or None)
 
 
 class ModelHolder:

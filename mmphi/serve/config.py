@@ -29,6 +29,8 @@ class AppConfig(GenerationArgs):
     examples: str = opt("", "a shapes-world folder: a few of its test images and questions become clickable "
                             "examples; empty = text-only example questions")
     asr_model: str = opt("", "faster-whisper model for audio; empty = the bundled Whisper tiny.en")
+    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
+                           "initial prompt; empty = none")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -56,6 +58,8 @@ class ServeConfig(GenerationArgs):
                                            "a server that fetches any URL a client names can be made to probe "
                                            "its own network (SSRF)")
     asr_model: str = opt("", "faster-whisper model for audio; empty = the bundled Whisper tiny.en")
+    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
+                           "initial prompt; empty = none")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -259,3 +259,26 @@ def test_a_model_that_fails_to_load_is_a_clear_error(monkeypatch):
 def test_a_local_model_directory_is_accepted(say):
     t = Transcriber(model=str(asr.default_model_path()), device="cpu", compute_type="int8")
     assert "triangle" in t.transcribe(_wav_bytes(say, SENTENCES[2])).text.lower()
+
+
+def test_a_vocabulary_prompt_lowers_the_error_rate_on_domain_words(transcriber, tmp_path, errors_and_words):
+    from mmphi.config import load_recipe
+    from mmphi.world.speech import VOICES, speak
+
+    questions = ["Where is the triangle?", "What shape is the orange object?", "Which colour is the square?",
+                 "How many diamonds are there?", "Is there a purple circle at the top?",
+                 "What colour is the triangle on the left?", "Which shape is yellow?",
+                 "In which part of the image is the red shape?"]
+    clips = []
+    for i, (q, voice) in enumerate((q, v) for q in questions for v in VOICES):
+        speak(q, tmp_path / f"{i}.wav", voice=voice, speed=150)
+        clips.append((q, tmp_path / f"{i}.wav"))
+    prompted = Transcriber(prompt=load_recipe("tiny")["eval"]["asr_prompt"])
+
+    def wer(t: Transcriber) -> float:
+        counts = [errors_and_words(q, t.transcribe(path).text) for q, path in clips]
+        return sum(e for e, _ in counts) / sum(n for _, n in counts)
+
+    plain, hinted = wer(transcriber), wer(prompted)
+    print(f"WER on {len(clips)} spoken shapes-world questions: {plain:.3f} plain, {hinted:.3f} with the prompt")
+    assert hinted < plain and hinted <= 0.15
