@@ -44,8 +44,9 @@ def test_align_trains_only_the_projector_and_reports_blind_loss(aligned, stage_i
     summary = json.loads((aligned / "summary.json").read_text())
     facts = json.loads((aligned / "run.json").read_text())
     spec = json.loads((aligned / "final" / "mmphi.json").read_text())
-    assert facts["trainable_params"] == sum(
-        v for v in [spec["projector"]["in_dim"] * 32 + 32 + 32 * 32 + 32])  # mlp2x_gelu: D->C, C->C
+    p = spec["projector"]
+    width = p["hidden"] or 32  # mlp2x_gelu: D->H, H->C (C = the LM's 32), plus a code per image position
+    assert facts["trainable_params"] == p["in_dim"] * width + width + width * 32 + 32 + p["positions"] * p["in_dim"]
     assert "val_caption_loss_blind" in summary and summary["val_caption_loss"] > 0
     assert (aligned / "final" / "lm" / "config.json").exists() and (aligned / "final" / "vision").is_dir()
     assert (aligned / "loss.png").exists()

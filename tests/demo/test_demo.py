@@ -1,0 +1,49 @@
+"""`mmphi demo --quick`: the whole journey end to end, its report, and picking up where it stopped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import CLIPModel, PhiForCausalLM
+
+from mmphi.cli import main
+from mmphi.demo.run import STAGES
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) in (0, None)
+    state = json.loads((out / "demo.json").read_text())
+    assert state["quick"] is True
+    assert [s for s in STAGES if not state["stages"].get(s, {}).get("done")] == []
+
+    # Every stage left its product behind, loadable by the libraries it is meant for.
+    PhiForCausalLM.from_pretrained(out / "pretrain" / "final")
+    CLIPModel.from_pretrained(out / "clip" / "final")
+    assert (out / "finetune" / "final" / "mmphi.json").is_file()
+    ev = state["stages"]["eval"]["summary"]["vqa"]
+    assert {"typed", "blind"} <= set(ev)
+    assert 0 <= ev["typed"]["overall"]["accuracy"] <= 1 and ev["typed"]["overall"]["n"] > 0
+
+    report = (out / "report.md").read_text()
+    for heading in ("VQA", "blind", "WER", "loss"):
+        assert heading in report, heading
+    for png in ("pretrain/loss.png", "finetune/loss.png"):
+        assert (out / png).stat().st_size > 1000
+
+    # A second run finds every stage done and only rewrites the report.
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out)]) in (0, None)
+    printed = capsys.readouterr().out
+    assert printed.count("done earlier") == len(STAGES) - 1
+    assert "[report] running" in printed
+
+
+def test_quick_and_full_runs_do_not_mix(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.json").write_text(json.dumps({"quick": True, "seed": 0, "stages": {}}))
+    assert main(["demo", "--out", str(out)]) != 0
+    assert "quick demo run" in capsys.readouterr().err
