@@ -21,6 +21,10 @@ def _jobs(root: Path, quick: bool) -> dict[str, list[str]]:
         "one_pass_alignment": ["align_passes.py", str(root / "align" / "final"), "--batch", "8"],
         "kv_cache_generation": ["generate_speed.py", str(root / "finetune" / "final"), "--tokens", "48",
                                 "--repeats", "2"],
+        # The demo's LM is so small that per-step overheads hide the cache; a wider, deeper random
+        # model with a long prompt shows what it saves once the model does real work per token.
+        "kv_cache_generation_wide": ["generate_speed.py", "--hidden", "512" if quick else "1024", "--layers",
+                                     "4" if quick else "8", "--history", "12", "--tokens", "32", "--repeats", "1"],
         "feature_store_loading": ["embed_speed.py", "--shapes", "tiny", "--scenes", "120", "--batches", "5"],
     }
 

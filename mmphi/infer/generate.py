@@ -78,7 +78,7 @@ class _StopOnEvent(StoppingCriteria):
 
 
 def stream_tokens(lm, embeds: torch.Tensor, params: GenerationParams, eos_id: int, pad_id: int,
-                  stop: threading.Event | None = None, use_cache: bool = True) -> Iterator[int]:
+                  stop: threading.Event | None = None) -> Iterator[int]:
     """Yield generated token ids (EOS excluded) for one prompt given as embeddings (1, T, C)."""
     streamer = _QueueStreamer()
     stop = stop or threading.Event()
@@ -94,7 +94,7 @@ def stream_tokens(lm, embeds: torch.Tensor, params: GenerationParams, eos_id: in
         try:
             with torch.no_grad():
                 lm.generate(inputs_embeds=embeds, attention_mask=attention, eos_token_id=eos_id, pad_token_id=pad_id,
-                            streamer=streamer, use_cache=use_cache, stopping_criteria=StoppingCriteriaList(
+                            streamer=streamer, stopping_criteria=StoppingCriteriaList(
                                 [_StopOnEvent(stop, done)]), **params.generate_kwargs())
         except BaseException as err:  # surfaced in the consumer thread
             errors.append(err)
@@ -116,3 +116,28 @@ def stream_tokens(lm, embeds: torch.Tensor, params: GenerationParams, eos_id: in
             torch.random.set_rng_state(generator_state)
     if errors:
         raise errors[0]
+
+
+@torch.no_grad()
+def greedy_by_recomputing(lm, embeds: torch.Tensor, max_new_tokens: int, eos_id: int | None = None,
+                          min_new_tokens: int = 0) -> list[int]:
+    """Greedy decoding the slow way, as a reference: the whole sequence (prompt embeddings plus the
+    tokens so far) goes through the model again for every new token, with no KV cache.
+
+    This is what an implementation that cannot call ``generate`` with embeddings ends up doing. It
+    checks the cached path (same tokens) and is its benchmark baseline. EOS ends the answer (and is
+    not returned), except within the first ``min_new_tokens``, where it cannot be picked (as in
+    ``generate``).
+    """
+    table = lm.get_input_embeddings()
+    seq, out = embeds, []
+    for _ in range(max_new_tokens):
+        logits = lm(inputs_embeds=seq, use_cache=False).logits[:, -1]
+        if eos_id is not None and len(out) < min_new_tokens:
+            logits[:, eos_id] = float("-inf")
+        tok = int(logits.argmax(-1))
+        if tok == eos_id:
+            break
+        out.append(tok)
+        seq = torch.cat([seq, table(torch.tensor([[tok]], device=seq.device)).to(seq.dtype)], dim=1)
+    return out

@@ -34,16 +34,16 @@ def test_streaming_equals_non_streaming_greedy(assistant, scene):
     assert reply.finish_reason in ("stop", "length")
 
 
-def test_kv_cache_and_full_rerun_give_the_same_greedy_tokens(assistant, scene):
-    from mmphi.infer.generate import stream_tokens
+def test_kv_cache_and_full_recomputation_give_the_same_greedy_tokens(assistant, scene):
+    from mmphi.infer.generate import greedy_by_recomputing, stream_tokens
 
     rounds, image, _, _ = assistant._rounds([Message("user", "Describe the image.", image=scene)])
     ex, _ = assistant._fit(rounds, 0, 100)
     embeds = assistant._embeds(ex, image)
-    params = GenerationParams(max_new_tokens=10)
-    cached = list(stream_tokens(assistant.lm, embeds, params, 50256, 50256, use_cache=True))
-    rerun = list(stream_tokens(assistant.lm, embeds, params, 50256, 50256, use_cache=False))
-    assert cached == rerun and len(cached) > 0
+    params = GenerationParams(max_new_tokens=10, min_new_tokens=10)
+    cached = list(stream_tokens(assistant.lm, embeds, params, 50256, 50256))
+    recomputed = greedy_by_recomputing(assistant.lm, embeds, 10, 50256, min_new_tokens=10)
+    assert cached == recomputed and len(cached) == 10
 
 
 def test_multi_turn_history_is_in_the_prompt(assistant, scene):
