@@ -98,7 +98,8 @@ def _bench(state: dict) -> list[str]:
              "one_pass_alignment": "stage-1 loss: one teacher-forced pass vs one LM pass per caption token",
              "kv_cache_generation": "generation tokens/s: KV cache vs re-running the prompt every token "
                                     "(the demo's model)",
-             "kv_cache_generation_wide": "the same on a wider, deeper random Phi (see the command) and a ~400-token prompt",
+             "kv_cache_generation_wide": "the same on a wider, deeper random Phi (see the command) and a "
+                                         "~400-token prompt",
              "feature_store_loading": "stage-1 batch loading: feature store vs running the encoder live"}
     rows = [[names[k], f"{v:.2f}x", f"`{b['commands'][k]}`"] for k, v in b["ratios"].items()]
     return ["### Benchmarks (measured side by side in this run)", "",
