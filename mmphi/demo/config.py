@@ -14,7 +14,8 @@ class DemoConfig:
     quick: bool = opt(False, "a much shorter run (smoke test: a small world and a few steps per stage)")
     bench: bool = opt(True, "measure the benchmark ratios (KV cache, one-pass alignment, feature store, "
                             "live-vocabulary head) on the trained models for the report")
-    restart: bool = opt(False, "start over: ignore the stages a previous run of this folder finished")
+    restart: bool = opt(False, "start over: delete what a previous run wrote in this folder (its stage "
+                                      "folders, demo.json, report.md) and run every stage again")
 
     def __post_init__(self) -> None:
         check(bool(self.out), "out must be a folder")

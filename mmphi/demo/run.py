@@ -9,6 +9,7 @@ Re-running skips those and resumes an interrupted stage from its last checkpoint
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ QUICK = {
     "eval": {"limit": 60, "captions": 8},
 }
 STAGES = ("world", "clip", "pretrain", "embed", "align", "finetune", "eval", "bench", "report")
+OUTPUTS = ("world", "clip", "pretrain", "features", "align", "finetune", "eval", "bench")  # folders under --out
 
 
 class Demo:
@@ -36,11 +38,22 @@ class Demo:
         self.root = Path(cfg.out)
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file = self.root / "demo.json"
+        if cfg.restart:
+            self._clear()
         state = json.loads(self.state_file.read_text()) if self.state_file.exists() and not cfg.restart else {}
         if state and state.get("quick") != cfg.quick:
             raise MmphiError(f"{self.root} holds a {'quick' if state.get('quick') else 'full'} demo run; use another "
                              "--out, the same mode, or --restart")
         self.state = state or {"quick": cfg.quick, "seed": cfg.seed, "stages": {}}
+
+    def _clear(self) -> None:
+        """Remove what earlier runs wrote here (stages would otherwise resume from their checkpoints)."""
+        for name in (*OUTPUTS, "demo.json", "report.md"):
+            target = self.root / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
 
     # -------------------------------------------------------------- plumbing
     def settings(self, verb: str, cls: type, **paths) -> object:

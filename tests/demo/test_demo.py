@@ -47,3 +47,18 @@ def test_quick_and_full_runs_do_not_mix(tmp_path, capsys):
     (out / "demo.json").write_text(json.dumps({"quick": True, "seed": 0, "stages": {}}))
     assert main(["demo", "--out", str(out)]) != 0
     assert "quick demo run" in capsys.readouterr().err
+
+
+def test_restart_clears_earlier_stage_outputs_but_nothing_else(tmp_path):
+    from mmphi.demo.config import DemoConfig
+    from mmphi.demo.run import Demo
+
+    out = tmp_path / "demo"
+    (out / "pretrain" / "checkpoints" / "step-10").mkdir(parents=True)
+    (out / "features").mkdir()
+    (out / "demo.json").write_text(json.dumps({"quick": False, "seed": 0, "stages": {"world": {"done": True}}}))
+    (out / "my-notes.txt").write_text("keep me")
+    demo = Demo(DemoConfig(out=str(out), restart=True))
+    assert demo.state["stages"] == {}
+    assert not (out / "pretrain").exists() and not (out / "features").exists()
+    assert not (out / "demo.json").exists() and (out / "my-notes.txt").read_text() == "keep me"
