@@ -61,7 +61,7 @@ def _interactive(assistant: Assistant, cfg: ChatConfig) -> None:
 
 def chat(cfg: ChatConfig) -> None:
     assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
-                          asr_prompt=cfg.asr_prompt or None)
+                               asr_prompt=cfg.asr_prompt or None)
     if not cfg.text and not cfg.audio:  # no question given: interactive (an --image goes with the first one)
         _interactive(assistant, cfg)
         return

@@ -209,5 +209,5 @@ def run_app(cfg: AppConfig) -> None:
     """``mmphi app``: load the model and serve the app until interrupted."""
     logging.basicConfig(level=logging.INFO)
     assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
-                          asr_prompt=cfg.asr_prompt or None)
+                               asr_prompt=cfg.asr_prompt or None)
     launch(build_app(assistant, cfg), cfg)
