@@ -91,7 +91,7 @@ class ChatEncoder:
             ids += p_ids + a_ids
             labels += [IGNORE] * len(p_ids) + a_ids
             mask += p_mask + [False] * len(a_ids)
-            weights += [0.0] * len(p_ids) + [1.0 / len(a_ids)] * len(a_ids) if a_ids else [0.0] * len(p_ids)
+            weights += [0.0] * len(p_ids) + [1.0 / max(len(a_ids), 1)] * len(a_ids)  # a prompt-only round has no answer
             kept += 1
         if image is not None and sum(mask) != self.image_tokens:
             raise DataError(f"record {id!r} has an image but no <image> placeholder in its first turn")

@@ -28,7 +28,7 @@ from mmphi.world.config import WorldConfig
 from mmphi.world.speech import VOICES, espeak_path, speak_many
 
 SPLITS = ("train", "val", "test")
-STREAMS = {"train": 2, "val": 1, "test": 0}  # random streams (kept from when splits were drawn in turn)
+STREAMS = {"train": 2, "val": 1, "test": 0}  # one random stream per split
 CORPUS_STREAM = 7
 
 
