@@ -121,8 +121,16 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def build(cls: type, *layers: dict[str, Any]) -> Any:
-    """Instantiate ``cls`` from successive override dicts (later wins); unknown keys are errors."""
+    """Instantiate ``cls`` from successive override dicts (later wins; mapping-valued settings such as
+    ``model`` are merged key by key); unknown keys are errors."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -131,7 +139,10 @@ def build(cls: type, *layers: dict[str, Any]) -> Any:
             key = key.replace("-", "_")
             if key not in names:
                 raise ConfigError(f"unknown setting {key!r} for {cls.__name__}; known: {', '.join(sorted(names))}")
-            kwargs[key] = _coerce(key, hints[key], value)
+            value = _coerce(key, hints[key], value)
+            if isinstance(value, dict) and isinstance(kwargs.get(key), dict):
+                value = _merged(kwargs[key], value)  # a mapping overrides the keys it names, keeps the rest
+            kwargs[key] = value
     try:
         return cls(**kwargs)
     except TypeError as err:

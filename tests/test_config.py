@@ -51,3 +51,11 @@ def test_train_args_validation():
     with pytest.raises(ConfigError, match="lr must be"):
         build(TrainArgs, {"lr": 0})
     assert build(TrainArgs, {"resume": "true"}).resume is True
+
+
+def test_a_mapping_override_changes_only_the_keys_it_names():
+    from mmphi.lm.config import PretrainConfig
+
+    recipe = {"model": {"hidden_size": 128, "num_hidden_layers": 4, "nested": {"a": 1, "b": 2}}}
+    cfg = build(PretrainConfig, recipe, {"data": "d", "model": '{"hidden_size": 256, "nested": {"b": 3}}'})
+    assert cfg.model == {"hidden_size": 256, "num_hidden_layers": 4, "nested": {"a": 1, "b": 3}}

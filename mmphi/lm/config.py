@@ -60,7 +60,8 @@ class PretrainConfig(TrainArgs):
     data: str = opt("", "a shapes world folder, a prepared corpus folder (meta.json), or text/JSONL files",
                     required=True)
     tokenizer: str = opt("offline", "tokenizer: 'offline' (Phi-2's BPE built locally), a hub id or a folder")
-    model: dict = opt({}, "PhiConfig fields of the model trained from scratch (JSON on the command line)")
+    model: dict = opt({}, "PhiConfig fields of the model trained from scratch "
+                          "(JSON; the keys given override the recipe's)")
     head: Literal["full", "live"] = opt(
         "full", "LM head: full vocabulary, or 'live' = only the ids the train corpus uses (others pinned)")
     seq_len: int = opt(128, "training window in tokens")

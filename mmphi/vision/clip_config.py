@@ -13,7 +13,8 @@ class ClipConfig(TrainArgs):
                     required=True)
     val_data: str = opt("", "validation COCO captions JSON (a world brings its own val split)")
     tokenizer: str = opt("offline", "text tokenizer: 'offline' (Phi-2's BPE built locally), a hub id or a folder")
-    model: dict = opt({}, "CLIPConfig: {'vision_config': {...}, 'text_config': {...}, 'projection_dim': N} (JSON)")
+    model: dict = opt({}, "CLIPConfig: {'vision_config': {...}, 'text_config': {...}, 'projection_dim': N} "
+                          "(JSON; the keys given override the recipe's)")
     retrieval_images: int = opt(200, "val images used for the image->caption retrieval score")
 
     def __post_init__(self) -> None:
