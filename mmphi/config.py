@@ -214,6 +214,8 @@ class TrainArgs:
     precision: typing.Literal["auto", "fp32", "bf16"] = opt(
         "auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
     grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
+    compile: bool = opt(False, "torch.compile the training forward pass (faster steps after a one-off compile; "
+                               "evaluation stays eager)")
     log_every: int = opt(10, "log a metrics line every N steps")
     eval_every: int = opt(100, "evaluate on the validation split every N steps")
     eval_batches: int = opt(8, "validation micro-batches per evaluation")

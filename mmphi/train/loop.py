@@ -97,6 +97,9 @@ class _Trainer:
         self.scheduler = cosine_schedule(optimizer, args)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.raw = self.acc.unwrap_model(self.model)
+        # Training steps go through the compiled module; evaluation and checkpoints use the plain one.
+        self.train_model = torch.compile(self.model) if args.compile else self.model
+        self.compiled_ok = False
         self.state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "tokens": 0, "samples": 0}
         self.facts = self._start(facts)
         self.peak = self.facts["peak_flops_per_s"] * self.world
@@ -140,6 +143,20 @@ class _Trainer:
         if self.main:
             ckpt.prune_checkpoints(self.run.checkpoints, self.args.keep_checkpoints)
 
+    def _forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        if self.train_model is self.model or self.compiled_ok:
+            return self.task.loss(self.train_model, batch)
+        try:  # the first compiled call compiles; a machine that cannot (no C compiler...) trains eagerly
+            out = self.task.loss(self.train_model, batch)
+        except Exception as err:  # noqa: BLE001 - any compiler failure; the eager path is always correct
+            if self.main:
+                print(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                      "training without it")
+            self.train_model = self.model
+            return self.task.loss(self.model, batch)
+        self.compiled_ok = True
+        return out
+
     def step(self) -> dict[str, float]:
         """One optimizer step over ``grad_accum`` micro-batches; returns global sums of loss and work."""
         args, acc, step = self.args, self.acc, self.state["step"]
@@ -151,7 +168,7 @@ class _Trainer:
             sync = contextlib.nullcontext() if micro == args.grad_accum - 1 else acc.no_sync(self.model)
             with sync:
                 with acc.autocast():
-                    loss, counts = self.task.loss(self.model, batch)
+                    loss, counts = self._forward(batch)
                 acc.backward(loss / args.grad_accum)
             loss_sum += float(loss.detach()) / args.grad_accum
             for k in stats:

@@ -28,7 +28,7 @@ TINY = json.dumps({"hidden_size": 32, "num_hidden_layers": 2, "num_attention_hea
 def _args(world: Path, out: Path, steps: int, batch: int = 4, **extra) -> list[str]:
     args = ["pretrain", "--data", str(world), "--out", str(out), "--model", TINY, "--max-steps", str(steps),
             "--batch-size", str(batch), "--seq-len", "32", "--log-every", "1", "--eval-every", "1000",
-            "--eval-batches", "1", "--text-qa", "0", "--warmup-steps", "5", "--lr", "0.003"]
+            "--eval-batches", "1", "--text-qa", "0", "--warmup-steps", "5", "--lr", "0.003", "--no-compile"]
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}"] if v is True else [f"--{k.replace('_', '-')}", str(v)]
     return args
