@@ -22,7 +22,8 @@ from mmphi.errors import MmphiError
 QUICK = {
     "world": {"scenes": 300, "corpus_scenes": 1500, "speech": 6},
     "clip": {"max_steps": 40, "batch_size": 64, "eval_every": 1000, "save_every": 1000},
-    "pretrain": {"max_steps": 120, "eval_every": 1000, "save_every": 1000, "text_qa": 60, "text_qa_every": 0},
+    "pretrain": {"max_steps": 120, "eval_every": 1000, "save_every": 1000, "text_qa": 60, "text_qa_every": 0,
+                 "compile": False},
     "align": {"max_steps": 20, "eval_every": 1000, "save_every": 1000},
     "finetune": {"max_steps": 40, "eval_every": 1000, "save_every": 1000, "val_limit": 60},
     "eval": {"limit": 60, "captions": 8},
