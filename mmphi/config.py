@@ -215,7 +215,7 @@ class TrainArgs:
         "auto", "auto = bf16 autocast on CUDA, fp32 on CPU")
     grad_checkpointing: bool = opt(False, "recompute activations in backward to save memory")
     compile: bool = opt(False, "torch.compile the training forward pass (faster steps after a one-off compile; "
-                               "evaluation stays eager)")
+                               "evaluation stays eager; runs then do not repeat bit for bit)")
     log_every: int = opt(10, "log a metrics line every N steps")
     eval_every: int = opt(100, "evaluate on the validation split every N steps")
     eval_batches: int = opt(8, "validation micro-batches per evaluation")
