@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmphi.config import check, opt
+from mmphi.infer.config import ASR_PROMPT_HELP
 
 
 @dataclass
@@ -18,8 +19,7 @@ class EvalConfig:
     captions: int = opt(100, "images captioned for BLEU-4 / CIDEr (0 = skip)")
     spoken: bool = opt(True, "answer the spoken questions (speech.json) through speech recognition")
     asr_model: str = opt("", "faster-whisper model for the spoken questions; empty = the bundled Whisper tiny.en")
-    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
-                           "initial prompt; empty = none")
+    asr_prompt: str = opt("", ASR_PROMPT_HELP)
     batch_size: int = opt(32, "questions answered per generate() call")
     examples: int = opt(6, "example images with question, answer and truth in the report")
     seed: int = opt(0, "unused (decoding is greedy); accepted for a uniform CLI")

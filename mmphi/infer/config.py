@@ -6,6 +6,11 @@ from dataclasses import dataclass
 
 from mmphi.config import check, opt
 
+# Speech settings shared by chat, app, serve and eval.
+ASR_MODEL_HELP = "faster-whisper model for audio; empty = the bundled Whisper tiny.en"
+ASR_PROMPT_HELP = ("words to expect in the speech (e.g. the names users will say), given to Whisper as its "
+                   "initial prompt; empty = none")
+
 
 @dataclass
 class GenerationArgs:
@@ -37,9 +42,8 @@ class ChatConfig(GenerationArgs):
     text: str = opt("", "the question; without it, chat interactively", positional=True)
     image: str = opt("", "an image file to ask about")
     audio: str = opt("", "an audio file (wav, flac, mp3, ogg) whose speech joins the question")
-    asr_model: str = opt("", "faster-whisper model for audio; empty = the bundled Whisper tiny.en")
-    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
-                           "initial prompt; empty = none")
+    asr_model: str = opt("", ASR_MODEL_HELP)
+    asr_prompt: str = opt("", ASR_PROMPT_HELP)
     seed: int = opt(0, "sampling seed")
     out: str = opt("", "unused; accepted for a uniform CLI")
 

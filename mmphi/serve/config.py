@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from mmphi.config import check, opt
-from mmphi.infer.config import GenerationArgs
+from mmphi.infer.config import ASR_MODEL_HELP, ASR_PROMPT_HELP, GenerationArgs
 from mmphi.infer.inputs import MAX_IMAGE_PIXELS
 
 API_KEY_ENV = "MMPHI_API_KEY"
@@ -28,9 +28,8 @@ class AppConfig(GenerationArgs):
                              "relay servers)")
     examples: str = opt("", "a shapes-world folder: a few of its test images and questions become clickable "
                             "examples; empty = text-only example questions")
-    asr_model: str = opt("", "faster-whisper model for audio; empty = the bundled Whisper tiny.en")
-    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
-                           "initial prompt; empty = none")
+    asr_model: str = opt("", ASR_MODEL_HELP)
+    asr_prompt: str = opt("", ASR_PROMPT_HELP)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,9 +56,8 @@ class ServeConfig(GenerationArgs):
     allow_remote_images: bool = opt(False, "let the server fetch http(s) image URLs itself; off by default: "
                                            "a server that fetches any URL a client names can be made to probe "
                                            "its own network (SSRF)")
-    asr_model: str = opt("", "faster-whisper model for audio; empty = the bundled Whisper tiny.en")
-    asr_prompt: str = opt("", "words to expect in the speech (e.g. the names users will say), given to Whisper as its "
-                           "initial prompt; empty = none")
+    asr_model: str = opt("", ASR_MODEL_HELP)
+    asr_prompt: str = opt("", ASR_PROMPT_HELP)
 
     def __post_init__(self) -> None:
         super().__post_init__()

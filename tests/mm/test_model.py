@@ -63,7 +63,6 @@ def test_projector_kinds_map_shapes(kind):
         build_projector("conv", D_VIS, 32)
 
 
-
 def test_position_codes_make_the_same_patch_differ_by_place_and_not_additively():
     torch.manual_seed(0)
     proj = build_projector("mlp2x_gelu", D_VIS, 32, positions=N_IMG, hidden=64)
