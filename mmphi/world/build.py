@@ -70,7 +70,10 @@ def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str], 
     # Several rounds per description: answers are the learnable part of the text (the descriptions
     # themselves are random), so more rounds per document give the LM more signal per token.
     low, high = cfg.corpus_rounds
-    turns = language.conversation(scene, rng, int(rng.integers(low, high + 1)))
+    n = int(rng.integers(low, high + 1))
+    # "Describe" answers copy the description: cheap to learn, and many tokens that teach nothing more.
+    describe = cfg.corpus_describe >= 1 or bool(rng.random() < cfg.corpus_describe)
+    turns = language.conversation(scene, rng, n, describe=describe)
     first_q = turns[0][1]
     first = f"{first_q}\n{desc}" if rng.random() < 0.5 else f"{desc}\n{first_q}"
     rounds = [(first, turns[0][2])] + [(q, a) for _, q, a in turns[1:]]

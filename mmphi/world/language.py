@@ -137,24 +137,35 @@ def _yes_no(scene: Scene, o: Obj, rng: np.random.Generator) -> tuple[str, str]:
     return f"Is there a {shape} {PLACE[place]}?", answer
 
 
-def conversation(scene: Scene, rng: np.random.Generator, turns: int) -> list[tuple[str, str, str]]:
+def conversation(scene: Scene, rng: np.random.Generator, turns: int,
+                 describe: bool = True) -> list[tuple[str, str, str]]:
     """``turns`` (type, question, answer) triples with no question asked twice and at most one "describe".
 
     Up to six turns, every question type at most once; beyond that, the exact-answer types repeat
     (about other objects or attributes), which gives more answers to learn from per scene.
     """
-    kinds = [str(k) for k in rng.permutation(QUESTION_TYPES)][:turns]
     exact = [k for k in QUESTION_TYPES if k != "describe"]
+    kinds = [str(k) for k in rng.permutation(QUESTION_TYPES if describe else exact)][:turns]
     kinds += [exact[int(rng.integers(len(exact)))] for _ in range(turns - len(kinds))]
     out: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     for kind in kinds:
         for _ in range(8):
             q, a = question(kind, scene, rng)
-            if q not in seen:
+            if _meaning(kind, q) not in seen:
                 break
         else:
             continue  # this scene has no new question of that type left
-        seen.add(q)
+        seen.add(_meaning(kind, q))
         out.append((kind, q, a))
     return out
+
+
+_CONTENT = set(COLOURS) | set(SHAPES) | set(PLURAL.values()) | set(POSITIONS)
+
+
+def _meaning(kind: str, q: str) -> tuple:
+    """What a question asks, whatever its wording: "What color is the square?" repeats "Which colour
+    is the square?", so a later round would only copy an earlier answer."""
+    words = q.lower().rstrip("?").split()
+    return (kind, *sorted(w for w in words if w in _CONTENT))

@@ -167,3 +167,21 @@ def test_missing_espeak_is_a_clear_error(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("bad", [["--scenes", "2"], ["--max-objects", "9"], ["--image-size", "50"]])
 def test_bad_settings_rejected(bad, capsys):
     assert main(["world", *bad]) == 2
+
+
+def test_long_corpus_documents_ask_new_questions_and_rarely_describe(tmp_path):
+    build_world(WorldConfig(out=str(tmp_path), scenes=3, corpus_scenes=300, corpus_rounds=[8, 12],
+                            corpus_describe=0.0, seed=0))
+    docs = (tmp_path / "train" / "corpus.txt").read_text().strip().split("\n\n")
+    rounds = 0
+    for doc in docs:
+        asked = set()
+        for q, ans in re.findall(r"USER: (?:[^\n]*\n)?([^\n]*?\?)(?:\n[^\n]*)? ASSISTANT: ([^<\n]*)", doc):
+            assert len(ans.split()) <= 2, f"a describe answer despite corpus_describe=0: {ans!r}"
+            m = _mentions(q)
+            key = (ans in COLOURS, ans in SHAPES, ans in NUMBERS, ans in ("yes", "no"),
+                   frozenset(m["colours"]), frozenset(m["shapes"]), frozenset(m["places"]))
+            assert key not in asked, f"the same question twice in one document: {q!r}\n{doc}"
+            asked.add(key)
+            rounds += 1
+    assert rounds / len(docs) > 6  # long documents, with few scenes short of new questions
