@@ -169,7 +169,7 @@ def test_bad_settings_rejected(bad, capsys):
     assert main(["world", *bad]) == 2
 
 
-def test_long_corpus_documents_ask_new_questions_and_rarely_describe(tmp_path):
+def test_long_corpus_documents_ask_new_questions_and_describe_only_when_allowed(tmp_path):
     build_world(WorldConfig(out=str(tmp_path), scenes=3, corpus_scenes=300, corpus_rounds=[8, 12],
                             corpus_describe=0.0, seed=0))
     docs = (tmp_path / "train" / "corpus.txt").read_text().strip().split("\n\n")
