@@ -152,11 +152,12 @@ def conversation(scene: Scene, rng: np.random.Generator, turns: int,
     for kind in kinds:
         for _ in range(8):
             q, a = question(kind, scene, rng)
-            if _meaning(kind, q) not in seen:
+            meaning = _meaning(kind, q)
+            if meaning not in seen:
                 break
         else:
             continue  # this scene has no new question of that type left
-        seen.add(_meaning(kind, q))
+        seen.add(meaning)
         out.append((kind, q, a))
     return out
 
