@@ -86,12 +86,13 @@ class MultimodalLM(nn.Module):
         """Token embeddings with projected image features written at the placeholder positions."""
         embeds = self.lm.get_input_embeddings()(input_ids)  # (B, T, C)
         n_slots = int(image_mask.sum())
-        n_feats = 0 if features is None else features.shape[0] * features.shape[1]
+        per_feature = self.spec.get("projector", {}).get("tokens_per_feature", 1)
+        n_feats = 0 if features is None else features.shape[0] * features.shape[1] * per_feature
         if n_slots != n_feats:
-            raise ValueError(f"{n_slots} image placeholder positions but {n_feats} image feature vectors")
+            raise ValueError(f"{n_slots} image placeholder positions but {n_feats} image tokens from the features")
         if features is None or n_feats == 0:
             return embeds
-        proj = self.projector(features.to(self.projector_dtype))  # (n_images, N, C)
+        proj = self.projector(features.to(self.projector_dtype))  # (n_images, N * tokens_per_feature, C)
         # Row-major order: the k-th image of the batch fills the k-th run of placeholders.
         return embeds.masked_scatter(image_mask.unsqueeze(-1), proj.to(embeds.dtype))
 
@@ -173,7 +174,8 @@ def resolve(path: str | Path, ref: str) -> str:
 
 def load_projector(path: str | Path, spec: dict[str, Any]) -> nn.Module:
     p = spec["projector"]
-    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"], p.get("positions", 0), p.get("hidden", 0))
+    projector = build_projector(p["kind"], p["in_dim"], p["out_dim"], p.get("positions", 0), p.get("hidden", 0),
+                                p.get("tokens_per_feature", 1))
     weights = Path(path) / "projector.safetensors"
     try:
         projector.load_state_dict(load_file(weights))

@@ -42,16 +42,35 @@ class WithPositions(nn.Module):
         return self.base(x + self.positions.to(x.dtype))  # (B, N, D) + (N, D)
 
 
-def build_projector(kind: str, in_dim: int, out_dim: int, positions: int = 0, hidden: int = 0) -> nn.Module:
+class Expand(nn.Module):
+    """Each feature vector becomes ``k`` consecutive LM tokens: (B, N, k*C) -> (B, N*k, C)."""
+
+    def __init__(self, base: nn.Module, k: int):
+        super().__init__()
+        self.base, self.k = base, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        return y.reshape(y.shape[0], y.shape[1] * self.k, y.shape[2] // self.k)
+
+
+def build_projector(kind: str, in_dim: int, out_dim: int, positions: int = 0, hidden: int = 0,
+                    tokens_per_feature: int = 1) -> nn.Module:
     """``positions`` > 0 adds a learned code for each of that many image-token positions;
-    ``hidden``: the width of mlp2x_gelu's hidden layer (0 = ``out_dim``, as in LLaVA-1.5)."""
+    ``hidden``: the width of mlp2x_gelu's hidden layer (0 = ``out_dim``, as in LLaVA-1.5);
+    ``tokens_per_feature``: LM tokens made from each feature vector (1, as in LLaVA)."""
+    if tokens_per_feature < 1:
+        raise ValueError(f"tokens_per_feature must be >= 1, got {tokens_per_feature}")
+    k, width = tokens_per_feature, hidden or out_dim
+    out_dim = out_dim * k
     if kind == "linear":
         proj: nn.Module = nn.Linear(in_dim, out_dim)
     elif kind == "mlp2x_gelu":  # LLaVA-1.5's connector
-        width = hidden or out_dim
         proj = nn.Sequential(nn.Linear(in_dim, width), nn.GELU(), nn.Linear(width, out_dim))
     elif kind == "resblock":
         proj = ResBlockProjector(in_dim, out_dim)
     else:
         raise ValueError(f"unknown projector kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if k > 1:
+        proj = Expand(proj, k)
     return WithPositions(proj, positions, in_dim) if positions else proj

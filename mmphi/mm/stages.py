@@ -91,7 +91,8 @@ def align(cfg: AlignConfig) -> dict:
     run = RunDir(cfg.out).create()
     tokenizer = load_tokenizer(cfg.lm)
     store = _open_store(cfg.features)
-    enc = ChatEncoder(tokenizer, store.num_tokens, cfg.system, cfg.max_len)
+    image_tokens = store.num_tokens * cfg.tokens_per_feature
+    enc = ChatEncoder(tokenizer, image_tokens, cfg.system, cfg.max_len)
     train_file, val_file = _files(cfg.data, cfg.val_data, "captions.json")
     train = caption_examples(train_file, enc)
     val = caption_examples(val_file, enc) if val_file else []
@@ -100,10 +101,11 @@ def align(cfg: AlignConfig) -> dict:
     torch.manual_seed(cfg.seed)
     positions = store.num_tokens if cfg.image_positions else 0
     projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size, positions,
-                                cfg.projector_hidden)
+                                cfg.projector_hidden, cfg.tokens_per_feature)
     spec = {"projector": {"kind": cfg.projector, "in_dim": store.feature_dim, "out_dim": lm.config.hidden_size,
-                          "positions": positions, "hidden": cfg.projector_hidden},
-            "image_tokens": store.num_tokens, "vision": {"identity": store.identity}, "system": cfg.system,
+                          "positions": positions, "hidden": cfg.projector_hidden,
+                          "tokens_per_feature": cfg.tokens_per_feature},
+            "image_tokens": image_tokens, "vision": {"identity": store.identity}, "system": cfg.system,
             "quantized": cfg.quantize, "stage": "align"}
     model = MultimodalLM(lm, projector.to(lm.device), spec)
 
@@ -142,10 +144,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     spec = read_spec(cfg.init)
     tokenizer = load_tokenizer(cfg.init)
     store = _open_store(cfg.features)
-    if store.num_tokens != spec["image_tokens"] or store.feature_dim != spec["projector"]["in_dim"]:
-        raise ValueError(f"feature store {cfg.features} ({store.num_tokens}x{store.feature_dim}) does not match "
-                         f"the projector of {cfg.init} ({spec['image_tokens']}x{spec['projector']['in_dim']})")
-    enc = ChatEncoder(tokenizer, store.num_tokens, spec.get("system", ""), cfg.max_len)
+    per_feature = spec["projector"].get("tokens_per_feature", 1)
+    if store.num_tokens * per_feature != spec["image_tokens"] or store.feature_dim != spec["projector"]["in_dim"]:
+        raise ValueError(f"feature store {cfg.features} ({store.num_tokens}x{store.feature_dim}) does not match the "
+                         f"projector of {cfg.init} ({spec['image_tokens'] // per_feature}x{spec['projector']['in_dim']})")
+    enc = ChatEncoder(tokenizer, spec["image_tokens"], spec.get("system", ""), cfg.max_len)
     train_file, val_file = _files(cfg.data, cfg.val_data, "instruct.json")
     train, skipped = llava_examples(train_file, enc)
     val = llava_examples(val_file, enc)[0] if val_file else []

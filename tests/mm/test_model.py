@@ -75,6 +75,34 @@ def test_position_codes_make_the_same_patch_differ_by_place_and_not_additively()
     # ... and the position's effect depends on the content (a joint code, not content + position).
     assert not torch.allclose(out_a[0] - out_a[1], out_b[0] - out_b[1], atol=1e-4)
 
+
+def test_several_tokens_per_feature_keep_each_patch_phrase_together(tok):
+    torch.manual_seed(0)
+    k = 3
+    proj = build_projector("mlp2x_gelu", D_VIS, 32, positions=N_IMG, hidden=64, tokens_per_feature=k)
+    feats = torch.randn(2, N_IMG, D_VIS)
+    out = proj(feats)
+    assert out.shape == (2, N_IMG * k, 32)
+    # Changing one patch changes exactly its own k consecutive tokens.
+    changed = feats.clone()
+    changed[1, 1] = torch.randn(D_VIS)
+    moved = (proj(changed) - out).abs().sum(-1) > 1e-6
+    assert moved[0].sum() == 0
+    assert moved[1].tolist() == [i // k == 1 for i in range(N_IMG * k)]
+    # The LM gets N * k image tokens per image: the placeholders must match.
+    model = MultimodalLM(tiny_phi(), proj, {"image_tokens": N_IMG * k, "projector": {"tokens_per_feature": k}})
+    enc = ChatEncoder(tok, N_IMG * k)
+    batch = collate([enc.encode([("<image>\nWhat is it?", "red")], "a")], enc.pad_id, MemStore())
+    embeds = model.embed(batch["input_ids"], batch["image_mask"], batch["features"])
+    assert torch.allclose(embeds[0][batch["image_mask"][0]], proj(batch["features"])[0])
+    short = ChatEncoder(tok, N_IMG)
+    bad = collate([short.encode([("<image>\nWhat is it?", "red")], "a")], short.pad_id, MemStore())
+    with pytest.raises(ValueError, match="placeholder positions but"):
+        model.embed(bad["input_ids"], bad["image_mask"], bad["features"])
+    with pytest.raises(ValueError, match="tokens_per_feature"):
+        build_projector("linear", D_VIS, 32, tokens_per_feature=0)
+
+
 def test_splice_puts_each_image_at_its_placeholders(tok):
     model = MultimodalLM(tiny_phi(), build_projector("linear", D_VIS, 32), {"image_tokens": N_IMG})
     batch = _batch(tok)
