@@ -37,15 +37,15 @@ class AlignConfig(StageArgs):
     image_positions: bool = opt(False, "add a learned code per image-token position to the features, before the "
                                        "projector (for encoders whose patch features hardly encode where they are)")
     tokens_per_feature: int = opt(1, "LM tokens the projector makes from each image feature vector (1 = LLaVA's "
-                                     "one token per patch; more give each patch a short phrase of tokens)")
+                                     "one token per patch; docs/accuracy.md measures 2 and 4)")
     system: str = opt("", "system line that opens every conversation (LLaVA's phi template uses a long one)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(bool(self.lm), "lm is required (--lm)")
-        check(self.tokens_per_feature >= 1, f"tokens_per_feature must be >= 1, got {self.tokens_per_feature}")
         check(bool(self.vision), "vision is required (--vision)")
         check(self.projector_hidden >= 0, "projector_hidden must be >= 0")
+        check(self.tokens_per_feature >= 1, f"tokens_per_feature must be >= 1, got {self.tokens_per_feature}")
 
 
 @dataclass
