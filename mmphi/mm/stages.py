@@ -144,10 +144,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     spec = read_spec(cfg.init)
     tokenizer = load_tokenizer(cfg.init)
     store = _open_store(cfg.features)
-    per_feature = spec["projector"].get("tokens_per_feature", 1)
-    if store.num_tokens * per_feature != spec["image_tokens"] or store.feature_dim != spec["projector"]["in_dim"]:
-        raise ValueError(f"feature store {cfg.features} ({store.num_tokens}x{store.feature_dim}) does not match the "
-                         f"projector of {cfg.init} ({spec['image_tokens'] // per_feature}x{spec['projector']['in_dim']})")
+    p = spec["projector"]
+    patches = spec["image_tokens"] // p.get("tokens_per_feature", 1)
+    if store.num_tokens != patches or store.feature_dim != p["in_dim"]:
+        raise ValueError(f"feature store {cfg.features} ({store.num_tokens}x{store.feature_dim}) does not match "
+                         f"the projector of {cfg.init} ({patches}x{p['in_dim']})")
     enc = ChatEncoder(tokenizer, spec["image_tokens"], spec.get("system", ""), cfg.max_len)
     train_file, val_file = _files(cfg.data, cfg.val_data, "instruct.json")
     train, skipped = llava_examples(train_file, enc)
