@@ -26,6 +26,8 @@ def _jobs(root: Path, quick: bool) -> dict[str, list[str]]:
         "kv_cache_generation_wide": ["generate_speed.py", "--hidden", "512" if quick else "1024", "--layers",
                                      "4" if quick else "8", "--history", "12", "--tokens", "32", "--repeats", "1"],
         "feature_store_loading": ["embed_speed.py", "--shapes", "tiny", "--scenes", "120", "--batches", "5"],
+        "fused_gelu": ["gelu_speed.py", str(root / "pretrain" / "final"), "--steps", "6",
+                       "--rounds", "2" if quick else "3"],
     }
 
 

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, PhiForCausalLM
 
 from mmphi.lm.config import PretrainConfig
 from mmphi.lm.corpus import load_doc_starts, load_tokens, prepare_corpus
+from mmphi.lm.loading import fuse_gelu
 from mmphi.lm.model import CausalLMLoss, count_params, phi_config, pin_vocab, train_flops_per_token
 from mmphi.tokenizer import load_tokenizer
 from mmphi.train.dist import process_state
@@ -138,7 +139,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     train_docs, val_docs = load_doc_starts(data, "train"), load_doc_starts(data, "val")
     torch.manual_seed(cfg.seed)
     arch = phi_config(cfg.model, tokenizer)
-    lm = PhiForCausalLM(arch)
+    lm = fuse_gelu(PhiForCausalLM(arch))
     facts: dict = {"verb": "pretrain", "params": count_params(arch), "train_tokens": len(train),
                    "val_tokens": len(val), "settings": vars(cfg)}
     vocab = None

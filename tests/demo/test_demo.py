@@ -27,6 +27,10 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert {"typed", "blind"} <= set(ev)
     assert 0 <= ev["typed"]["overall"]["accuracy"] <= 1 and ev["typed"]["overall"]["n"] > 0
 
+    bench = state["stages"]["bench"]["summary"]
+    assert set(bench["ratios"]) == set(bench["commands"]), bench["details"]  # every bench/ script ran
+    assert all(ratio > 0 for ratio in bench["ratios"].values())
+
     report = (out / "report.md").read_text()
     for heading in ("VQA", "blind", "WER", "loss"):
         assert heading in report, heading

@@ -59,3 +59,24 @@ def test_pinned_model_full_vocab_loss_equals_live_vocab_loss(tok):
     # And sampling from the plain model never yields a pinned id.
     out = lm.generate(ids[:, :2], max_new_tokens=20, do_sample=True, pad_token_id=50256)
     assert set(out[0].tolist()) <= set(keep.tolist())
+
+
+def test_loaded_lms_run_gelu_new_fused_with_the_same_outputs(tmp_path):
+    from helpers import make_lm
+    from transformers import AutoModelForCausalLM
+    from transformers.activations import NewGELUActivation
+
+    from mmphi.lm.loading import load_causal_lm
+
+    path = make_lm(tmp_path / "lm")
+    plain = AutoModelForCausalLM.from_pretrained(path).eval()
+    ids = torch.randint(0, 50000, (2, 12))
+    for quantize in (False, True):
+        lm = load_causal_lm(str(path), quantize=quantize).eval()
+        acts = [m for m in lm.modules() if isinstance(m, (NewGELUActivation, torch.nn.GELU))]
+        assert len(acts) == 2 and all(isinstance(m, torch.nn.GELU) and m.approximate == "tanh" for m in acts)
+        if not quantize:
+            with torch.no_grad():
+                assert torch.allclose(lm(ids).logits, plain(ids).logits, atol=1e-5)
+            lm.save_pretrained(tmp_path / "again")  # the saved model is still a plain Phi with gelu_new
+            assert PhiForCausalLM.from_pretrained(tmp_path / "again").config.hidden_act == "gelu_new"
