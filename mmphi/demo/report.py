@@ -101,7 +101,7 @@ def _bench(state: dict) -> list[str]:
              "kv_cache_generation_wide": "the same on a wider, deeper random Phi (see the command) and a "
                                          "~400-token prompt",
              "feature_store_loading": "stage-1 batch loading: feature store vs running the encoder live",
-             "fused_gelu": "LM forward + backward (stage 2, chat): Phi's gelu_new as one fused kernel vs "
+             "fused_gelu": "LM forward + backward: Phi's gelu_new as one fused kernel vs "
                            "transformers' Python form"}
     rows = [[names[k], f"{v:.2f}x", f"`{b['commands'][k]}`"] for k, v in b["ratios"].items()]
     return ["### Benchmarks (measured side by side in this run)", "",

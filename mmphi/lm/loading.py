@@ -38,7 +38,7 @@ def load_causal_lm(source: str, quantize: bool = False, device: torch.device | N
 
 def fuse_gelu(model: torch.nn.Module) -> torch.nn.Module:
     """Run Phi's ``gelu_new`` as one fused kernel: the same tanh-approximate GELU (outputs within
-    float rounding) in one op instead of seven: forward + backward of the tiny LM 1.2-1.3x faster on CPU
+    float rounding) in one op instead of several: forward + backward of the tiny LM 1.2-1.3x faster on CPU
     (``bench/gelu_speed.py``). Only the modules change; the saved config still says ``gelu_new``."""
     from transformers.activations import NewGELUActivation
 
