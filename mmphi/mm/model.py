@@ -86,13 +86,13 @@ class MultimodalLM(nn.Module):
         """Token embeddings with projected image features written at the placeholder positions."""
         embeds = self.lm.get_input_embeddings()(input_ids)  # (B, T, C)
         n_slots = int(image_mask.sum())
-        per_feature = self.spec.get("projector", {}).get("tokens_per_feature", 1)
-        n_feats = 0 if features is None else features.shape[0] * features.shape[1] * per_feature
-        if n_slots != n_feats:
-            raise ValueError(f"{n_slots} image placeholder positions but {n_feats} image tokens from the features")
-        if features is None or n_feats == 0:
+        # (n_images, N * tokens_per_feature, C): the projector's output says how many tokens an image takes.
+        proj = None if features is None else self.projector(features.to(self.projector_dtype))
+        n_tokens = 0 if proj is None else proj.shape[0] * proj.shape[1]
+        if n_slots != n_tokens:
+            raise ValueError(f"{n_slots} image placeholder positions but {n_tokens} image tokens from the features")
+        if proj is None or n_tokens == 0:
             return embeds
-        proj = self.projector(features.to(self.projector_dtype))  # (n_images, N * tokens_per_feature, C)
         # Row-major order: the k-th image of the batch fills the k-th run of placeholders.
         return embeds.masked_scatter(image_mask.unsqueeze(-1), proj.to(embeds.dtype))
 

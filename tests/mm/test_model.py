@@ -90,7 +90,7 @@ def test_several_tokens_per_feature_keep_each_patch_phrase_together(tok):
     assert moved[0].sum() == 0
     assert moved[1].tolist() == [i // k == 1 for i in range(N_IMG * k)]
     # The LM gets N * k image tokens per image: the placeholders must match.
-    model = MultimodalLM(tiny_phi(), proj, {"image_tokens": N_IMG * k, "projector": {"tokens_per_feature": k}})
+    model = MultimodalLM(tiny_phi(), proj, {"image_tokens": N_IMG * k})
     enc = ChatEncoder(tok, N_IMG * k)
     batch = collate([enc.encode([("<image>\nWhat is it?", "red")], "a")], enc.pad_id, MemStore())
     embeds = model.embed(batch["input_ids"], batch["image_mask"], batch["features"])
