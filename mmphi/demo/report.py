@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from mmphi.eval.report import by_objects_section
 from mmphi.eval.tables import accuracy_table, markdown_table, pct
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -73,6 +74,8 @@ def _eval(root: Path) -> list[str]:
              "Each question asked alone, greedy; *blind* = the same model and questions with the image removed; "
              "*spoken* = the spoken test questions through Whisper, with the typed accuracy on exactly those "
              "questions beside it.", "", accuracy_table(e["vqa"]), "", "![VQA](eval/vqa.png)", ""]
+    if e.get("vqa_by_objects"):
+        lines += by_objects_section(e["vqa_by_objects"], "####")
     if "asr" in e:
         a = e["asr"]
         lines += [f"Speech: word error rate {pct(a['wer'])}% on {a['n']} spoken questions, real-time factor "

@@ -19,6 +19,13 @@ def _vqa_section(vqa: dict, out: Path) -> list[str]:
     return lines
 
 
+def by_objects_section(by_objects: dict, heading: str = "###") -> list[str]:
+    """Typed VQA accuracy by the number of objects in the scene (see ``accuracy_by_objects``)."""
+    return [f"{heading} By the number of objects in the scene (typed)", "",
+            "With one object nothing needs binding; with more, a question names one object by one attribute "
+            "and asks for another.", "", accuracy_table(by_objects), ""]
+
+
 def _speech_section(results: dict, out: Path) -> list[str]:
     asr = results["asr"]
     vqa = results["vqa"]
@@ -48,6 +55,8 @@ def render_markdown(results: dict, out: Path) -> str:
     lines = [f"# Evaluation of `{results['model']}` on `{results['data']}`", ""]
     if "vqa" in results:
         lines += _vqa_section(results["vqa"], out)
+    if results.get("vqa_by_objects"):
+        lines += by_objects_section(results["vqa_by_objects"])
     if "asr" in results:
         lines += _speech_section(results, out)
     if "captions" in results:

@@ -2,7 +2,7 @@
 
 * VQA accuracy per question type: typed questions, the same questions with the image removed
   (blind baseline), and the spoken questions through speech recognition (with the typed accuracy
-  on exactly those questions beside it);
+  on exactly those questions beside it); on a shapes world also by the number of objects in the scene;
 * captions: BLEU-4 and CIDEr-D against the split's COCO references;
 * ASR word error rate of the spoken questions, and its real-time factor;
 * LM perplexity on the split's text corpus.
@@ -23,7 +23,7 @@ from mmphi.errors import MmphiError
 from mmphi.eval.config import EvalConfig
 from mmphi.eval.metrics import accuracy_by_type, bleu4, cider, perplexity, word_error_rate
 from mmphi.eval.report import write_report
-from mmphi.eval.vqa import answer_questions, single_questions
+from mmphi.eval.vqa import accuracy_by_objects, answer_questions, single_questions
 
 
 class _Images:
@@ -139,6 +139,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     typed = answer_questions(model, tok, enc, items, images, True, "vqa typed")
     blind = answer_questions(model, tok, enc, items, images, False, "vqa blind")
     results["vqa"] = {"typed": accuracy_by_type(typed), "blind": accuracy_by_type(blind)}
+    if (split / "scenes.json").exists():  # a shapes world: its ground truth says how many objects
+        results["vqa_by_objects"] = accuracy_by_objects(typed, split / "scenes.json")
     if cfg.spoken and (split / "speech.json").exists():
         spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in typed})
         results["vqa"]["spoken"] = spoken["spoken"]

@@ -52,6 +52,21 @@ def answer_questions(model, tokenizer, encoder, items: Sequence[dict], features_
             for it, p in zip(items, predictions, strict=True)]
 
 
+def accuracy_by_objects(rows: Sequence[dict], scenes_file: Path) -> dict:
+    """Accuracy per question type for scenes of 1, 2, 3... objects (a shapes world's ``scenes.json``).
+
+    One object needs no binding; with several, a question names one object and asks about another
+    of its attributes, so the gap between the columns shows how well the model binds. Rows whose
+    image the file does not list are left out.
+    """
+    counts = {s["file_name"]: len(s["objects"]) for s in json.loads(Path(scenes_file).read_text())}
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        if row["image"] in counts:
+            groups.setdefault(counts[row["image"]], []).append(row)
+    return {f"{n} object{'s' if n > 1 else ''}": accuracy_by_type(groups[n]) for n in sorted(groups)}
+
+
 def vqa_accuracy(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable) -> dict:
     """Per-type accuracy with the image and with it removed (the blind baseline)."""
     return {mode: accuracy_by_type(answer_questions(model, tokenizer, encoder, items, features_of,

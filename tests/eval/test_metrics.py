@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -211,3 +212,22 @@ def test_perplexity() -> None:
             perplexity(1.0, bad)
     with pytest.raises(ValueError, match="nll_sum"):
         perplexity(float("nan"), 3)
+
+
+def test_accuracy_by_objects_groups_rows_by_the_scene_they_ask_about(tmp_path) -> None:
+    from mmphi.eval.vqa import accuracy_by_objects
+
+    scenes = [{"file_name": "a.png", "objects": [{}]}, {"file_name": "b.png", "objects": [{}, {}, {}]},
+              {"file_name": "c.png", "objects": [{}, {}, {}]}]
+    path = tmp_path / "scenes.json"
+    path.write_text(json.dumps(scenes))
+    rows = [{"image": "a.png", "type": "colour", "correct": True},
+            {"image": "b.png", "type": "colour", "correct": False},
+            {"image": "c.png", "type": "colour", "correct": True},
+            {"image": "c.png", "type": "count", "correct": True},
+            {"image": "unknown.png", "type": "count", "correct": True}]  # not in the file: left out
+    out = accuracy_by_objects(rows, path)
+    assert list(out) == ["1 object", "3 objects"]
+    assert out["1 object"]["colour"] == {"n": 1, "correct": 1, "accuracy": 1.0}
+    assert out["3 objects"]["colour"] == {"n": 2, "correct": 1, "accuracy": 0.5}
+    assert out["3 objects"]["overall"]["n"] == 3

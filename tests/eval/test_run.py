@@ -21,9 +21,16 @@ def test_eval_writes_results_tables_and_charts(tiny_mm_dir, small_world, tmp_pat
     assert res["vqa"]["typed (same questions as spoken)"]["overall"]["n"] == 4
     assert res["captions"]["n"] == 4 and res["captions"]["bleu4"] >= 0
     assert res["perplexity"]["perplexity"] > 1 and res["perplexity"]["tokens"] > 0
+    scenes = json.loads((small_world / "test" / "scenes.json").read_text())
+    names = [f"{n} object{'s' if n > 1 else ''}" for n in sorted({len(s["objects"]) for s in scenes})]
+    by_objects = res["vqa_by_objects"]
+    assert list(by_objects) == [name for name in names if name in by_objects]  # in order, only real counts
+    assert sum(acc["overall"]["n"] for acc in by_objects.values()) == n_questions
+    assert sum(acc["overall"]["correct"] for acc in by_objects.values()) == res["vqa"]["typed"]["overall"]["correct"]
     md = (out / "results.md").read_text()
     for section in ("Visual question answering", "Speech", "Captions", "Language model", "Examples"):
         assert f"## {section}" in md
+    assert "### By the number of objects in the scene" in md
     for chart in ("vqa.png", "speech.png", "captions.png"):
         with Image.open(out / chart) as im:
             assert im.size[0] > 200
