@@ -140,7 +140,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     blind = answer_questions(model, tok, enc, items, images, False, "vqa blind")
     results["vqa"] = {"typed": accuracy_by_type(typed), "blind": accuracy_by_type(blind)}
     if (split / "scenes.json").exists():  # a shapes world: its ground truth says how many objects
-        results["vqa_by_objects"] = accuracy_by_objects(typed, split / "scenes.json")
+        try:
+            results["vqa_by_objects"] = accuracy_by_objects(typed, split / "scenes.json")
+        except (ValueError, KeyError, TypeError) as err:  # not a shapes world's file: the rest still counts
+            print(f"warning: {split / 'scenes.json'} is not a shapes world's scenes file ({err!r}); "
+                  "no accuracy by number of objects")
     if cfg.spoken and (split / "speech.json").exists():
         spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in typed})
         results["vqa"]["spoken"] = spoken["spoken"]

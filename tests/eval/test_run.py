@@ -50,3 +50,18 @@ def test_eval_of_a_plain_lm_reports_text_qa_and_perplexity(small_world, tmp_path
 def test_eval_on_a_folder_that_is_not_a_split_is_a_clear_error(tiny_mm_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(tiny_mm_dir), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
     assert "no instruct.json" in capsys.readouterr().err
+
+
+def test_eval_survives_a_scenes_file_it_cannot_read(tiny_mm_dir, small_world, tmp_path, capsys):
+    import shutil
+
+    split = tmp_path / "test"
+    shutil.copytree(small_world / "test", split)
+    (split / "scenes.json").write_text('[{"no": "objects here"}]')
+    out = tmp_path / "report"
+    code = main(["eval", "--model", str(tiny_mm_dir), "--data", str(split), "--out", str(out),
+                 "--captions", "0", "--no-spoken", "--examples", "0"])
+    assert code == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["vqa"]["typed"]["overall"]["n"] > 0 and "vqa_by_objects" not in res
+    assert "not a shapes world's scenes file" in capsys.readouterr().out
