@@ -61,8 +61,9 @@ def _stage0(root: Path) -> list[str]:
              f"- val loss reached initial - 1 = {s['target_loss']:.3f} at step {s['step_reached_target']}",
              f"- final val loss {s['final_val_loss']:.3f} after {s['steps']} steps ({s['tokens']:,} tokens)", ""]
     if "text_qa" in s:
-        lines += ["Held-out questions answered from the scene *described in words* (greedy):", "",
-                  accuracy_table({"accuracy": s["text_qa"]["accuracy"]}), ""]
+        lines += ["Held-out questions answered from the scene *described in words* (greedy), in all and by "
+                  "the number of objects in the scene:", "",
+                  accuracy_table({"all": s["text_qa"]["accuracy"], **s["text_qa"].get("by_objects", {})}), ""]
     return [*lines, "![stage 0 loss](pretrain/loss.png)", ""]
 
 

@@ -63,7 +63,8 @@ def render_markdown(results: dict, out: Path) -> str:
         lines += _caption_section(results["captions"], out)
     if "text_qa" in results:
         lines += ["## Questions answered from the scene described in words", "",
-                  accuracy_table({"text": results["text_qa"]["accuracy"]}), ""]
+                  accuracy_table({"text": results["text_qa"]["accuracy"], **results["text_qa"].get("by_objects", {})}),
+                  ""]
     if "perplexity" in results:
         p = results["perplexity"]
         row = [p["tokens"], f"{p['loss']:.3f}", f"{p['perplexity']:.2f}"]

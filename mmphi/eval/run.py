@@ -23,7 +23,7 @@ from mmphi.errors import MmphiError
 from mmphi.eval.config import EvalConfig
 from mmphi.eval.metrics import accuracy_by_type, bleu4, cider, perplexity, word_error_rate
 from mmphi.eval.report import write_report
-from mmphi.eval.vqa import accuracy_by_objects, answer_questions, single_questions
+from mmphi.eval.vqa import answer_questions, by_objects_if_known, single_questions
 
 
 class _Images:
@@ -139,12 +139,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     typed = answer_questions(model, tok, enc, items, images, True, "vqa typed")
     blind = answer_questions(model, tok, enc, items, images, False, "vqa blind")
     results["vqa"] = {"typed": accuracy_by_type(typed), "blind": accuracy_by_type(blind)}
-    if (split / "scenes.json").exists():  # a shapes world: its ground truth says how many objects
-        try:
-            results["vqa_by_objects"] = accuracy_by_objects(typed, split / "scenes.json")
-        except (ValueError, KeyError, TypeError) as err:  # not a shapes world's file: the rest still counts
-            print(f"warning: {split / 'scenes.json'} is not a shapes world's scenes file ({err!r}); "
-                  "no accuracy by number of objects")
+    by_objects = by_objects_if_known(typed, split)  # a shapes world's ground truth says how many objects
+    if by_objects:
+        results["vqa_by_objects"] = by_objects
     if cfg.spoken and (split / "speech.json").exists():
         spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in typed})
         results["vqa"]["spoken"] = spoken["spoken"]

@@ -67,6 +67,19 @@ def accuracy_by_objects(rows: Sequence[dict], scenes_file: Path) -> dict:
     return {f"{n} object{'s' if n > 1 else ''}": accuracy_by_type(groups[n]) for n in sorted(groups)}
 
 
+def by_objects_if_known(rows: Sequence[dict], split: Path) -> dict | None:
+    """``accuracy_by_objects`` when ``split`` holds a shapes world's ``scenes.json``; None when it has
+    none, and a warning instead of an error when it cannot be read (the accuracy itself still counts)."""
+    path = Path(split) / "scenes.json"
+    if not path.exists():
+        return None
+    try:
+        return accuracy_by_objects(rows, path)
+    except (ValueError, KeyError, TypeError) as err:
+        print(f"warning: {path} is not a shapes world's scenes file ({err!r}); no accuracy by number of objects")
+        return None
+
+
 def vqa_accuracy(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable) -> dict:
     """Per-type accuracy with the image and with it removed (the blind baseline)."""
     return {mode: accuracy_by_type(answer_questions(model, tokenizer, encoder, items, features_of,

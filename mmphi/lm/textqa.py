@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from mmphi.chat import IMAGE, format_conversation
 from mmphi.eval.metrics import accuracy_by_type, vqa_correct
+from mmphi.eval.vqa import by_objects_if_known
 from mmphi.world.language import full_captions
 
 EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
@@ -49,7 +50,7 @@ def text_questions(split_dir: Path, limit: int) -> list[dict]:
             options = full_captions(caps[r["image"]]) if style == "paraphrased" else caps[r["image"]][:1]
             desc = options[len(out) % len(options)]
             out.append({"type": kind, "prompt": format_conversation([(q.replace(IMAGE, desc), None)]),
-                        "answer": conv[2 * k + 1]["value"], "record": r["id"]})
+                        "answer": conv[2 * k + 1]["value"], "record": r["id"], "image": r["image"]})
             if len(out) >= limit:
                 return out
     return out
@@ -74,10 +75,14 @@ def greedy_answers(lm, tokenizer, prompts: list[str], max_new_tokens: int = 8, b
 
 
 def text_qa_accuracy(lm, tokenizer, split_dir: Path, limit: int) -> dict:
-    """Per-type accuracy (greedy) and a few examples."""
+    """Per-type accuracy (greedy), the same by the number of objects in the scene, and a few examples."""
     items = text_questions(split_dir, limit)
     answers = greedy_answers(lm, tokenizer, [it["prompt"] for it in items])
     pairs = list(zip(items, answers, strict=True))
-    rows = [{"type": it["type"], "correct": vqa_correct(a, it["answer"])} for it, a in pairs]
+    rows = [{"type": it["type"], "image": it["image"], "correct": vqa_correct(a, it["answer"])} for it, a in pairs]
     examples = [{"prompt": it["prompt"], "answer": a, "truth": it["answer"]} for it, a in pairs[:5]]
-    return {"accuracy": accuracy_by_type(rows), "examples": examples}
+    out = {"accuracy": accuracy_by_type(rows), "examples": examples}
+    by_objects = by_objects_if_known(rows, split_dir)
+    if by_objects:
+        out["by_objects"] = by_objects
+    return out

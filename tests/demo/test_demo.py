@@ -32,7 +32,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert all(ratio > 0 for ratio in bench["ratios"].values())
 
     report = (out / "report.md").read_text()
-    for heading in ("VQA", "blind", "WER", "loss"):
+    for heading in ("VQA", "blind", "WER", "loss", "By the number of objects in the scene"):
         assert heading in report, heading
     for png in ("pretrain/loss.png", "finetune/loss.png"):
         assert (out / png).stat().st_size > 1000

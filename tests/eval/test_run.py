@@ -45,6 +45,10 @@ def test_eval_of_a_plain_lm_reports_text_qa_and_perplexity(small_world, tmp_path
                  "--limit", "10"]) == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["text_qa"]["accuracy"]["overall"]["n"] == 10 and "perplexity" in res
+    by_objects = res["text_qa"]["by_objects"]  # the split is a shapes world: split by objects too
+    assert sum(acc["overall"]["n"] for acc in by_objects.values()) == 10
+    md = (tmp_path / "r" / "results.md").read_text()
+    assert by_objects and all(name in md for name in by_objects)  # a column per number of objects
 
 
 def test_eval_on_a_folder_that_is_not_a_split_is_a_clear_error(tiny_mm_dir, tmp_path, capsys):
