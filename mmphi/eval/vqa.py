@@ -7,6 +7,7 @@ Shared by stage 2's validation and ``mmphi eval``. The image sits where the reco
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -76,7 +77,8 @@ def by_objects_if_known(rows: Sequence[dict], split: Path) -> dict | None:
     try:
         return accuracy_by_objects(rows, path)
     except (ValueError, KeyError, TypeError) as err:
-        print(f"warning: {path} is not a shapes world's scenes file ({err!r}); no accuracy by number of objects")
+        print(f"warning: {path} is not a shapes world's scenes file ({err!r}); no accuracy by number of objects",
+              file=sys.stderr)
         return None
 
 

@@ -68,4 +68,4 @@ def test_eval_survives_a_scenes_file_it_cannot_read(tiny_mm_dir, small_world, tm
     assert code == 0
     res = json.loads((out / "results.json").read_text())
     assert res["vqa"]["typed"]["overall"]["n"] > 0 and "vqa_by_objects" not in res
-    assert "not a shapes world's scenes file" in capsys.readouterr().out
+    assert "not a shapes world's scenes file" in capsys.readouterr().err
