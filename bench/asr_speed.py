@@ -1,6 +1,6 @@
 """How fast the audio path turns speech into text: model load, then clips of about 3, 15 and 60 s.
 
-    .venv/bin/python bench/asr_speed.py [--model PATH_OR_NAME] [--beam-size 1] [--no-vad] [--repeats 3]
+    .venv/bin/python bench/asr_speed.py [--model PATH_OR_NAME] [--beam-size 5] [--no-vad] [--repeats 3]
 
 Clips are espeak-ng sentences separated by 0.6 s pauses, like continuous speech (the VAD, which
 splits at 2 s of silence, keeps such a clip whole). Each clip is transcribed ``--repeats`` times
@@ -63,7 +63,7 @@ def build_clip(sentences: list[np.ndarray], target_s: float) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="model name or directory (default: bundled tiny.en)")
-    parser.add_argument("--beam-size", type=int, default=1)
+    parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--no-vad", action="store_true", help="let Whisper see the pauses too")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)

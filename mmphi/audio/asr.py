@@ -120,7 +120,7 @@ class Transcriber:
     """A loaded Whisper model that turns audio into a :class:`Transcript`; safe to share between threads."""
 
     def __init__(self, model: str | Path | None = None, device: str = "auto", compute_type: str = "auto",
-                 max_seconds: float = 600.0, vad: bool = True, beam_size: int = 1, prompt: str | None = None) -> None:
+                 max_seconds: float = 600.0, vad: bool = True, beam_size: int = 5, prompt: str | None = None) -> None:
         if not max_seconds > 0:
             raise ValueError(f"max_seconds must be positive, got {max_seconds}")
         if beam_size < 1:
@@ -129,6 +129,10 @@ class Transcriber:
         self.device, self.compute_type = resolve_device(device, compute_type)
         self.max_seconds = max_seconds
         self.vad = vad
+        # Beam search (faster-whisper's own default), not greedy: a greedy decode can fall into a loop
+        # ("How many? How many? ..."), and faster-whisper's fallback then *samples* at a higher
+        # temperature, so the same clip gave a different transcript each time. Shapes-world spoken
+        # questions: WER 7.4% -> 6.6% (193 clips) and 11.5% -> 8.8% (50 clips), no fallback left, ~1.2x time.
         self.beam_size = beam_size
         # Domain words as Whisper's initial prompt: tiny.en hears "try done goal" for a synthetic
         # voice's "triangle" without it (shapes-world spoken questions: WER 17% -> 8%).

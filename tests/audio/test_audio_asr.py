@@ -282,3 +282,30 @@ def test_a_vocabulary_prompt_lowers_the_error_rate_on_domain_words(transcriber, 
     plain, hinted = wer(transcriber), wer(prompted)
     print(f"WER on {len(clips)} spoken shapes-world questions: {plain:.3f} plain, {hinted:.3f} with the prompt")
     assert hinted < plain and hinted <= 0.15
+
+
+def test_the_same_clip_gives_the_same_transcript_without_sampling(tmp_path, monkeypatch, errors_and_words):
+    """A clip on which a greedy decode loops ("How many? How many? ...") with the shapes prompt:
+    faster-whisper then falls back to *sampling* at a higher temperature, and the transcript changed
+    from run to run. The default beam search decodes it at temperature 0, the same every time."""
+    from mmphi.config import load_recipe
+    from mmphi.world.speech import speak
+
+    question = "How many yellow shapes are there?"
+    clip = tmp_path / "q.wav"
+    speak(question, clip, voice="en-gb", speed=150)
+    t = Transcriber(prompt=load_recipe("tiny")["eval"]["asr_prompt"])
+    temperatures: list[float] = []
+    decode = t.model.transcribe
+
+    def recording(*args, **kwargs):
+        segments, info = decode(*args, **kwargs)
+        segments = list(segments)
+        temperatures.extend(s.temperature for s in segments)
+        return iter(segments), info
+
+    monkeypatch.setattr(t.model, "transcribe", recording)
+    texts = [t.transcribe(clip).text for _ in range(2)]
+    assert temperatures and all(x == 0.0 for x in temperatures), temperatures
+    assert texts[0] == texts[1]
+    assert errors_and_words(question, texts[0])[0] == 0, texts[0]
