@@ -32,8 +32,10 @@ class AlignConfig(StageArgs):
     lm: str = opt("", "the language model: a folder (e.g. a pretrain run's final/) or a hub id", required=True)
     vision: str = opt("", "the vision encoder the features came from (folder or hub id), recorded for inference",
                       required=True)
-    projector: Literal["linear", "mlp2x_gelu", "resblock"] = opt("mlp2x_gelu", "projector kind: " + ", ".join(KINDS))
-    projector_hidden: int = opt(0, "hidden width of the mlp2x_gelu projector (0 = the LM's width, as in LLaVA-1.5)")
+    projector: Literal["linear", "mlp2x_gelu", "resblock", "geglu"] = opt("mlp2x_gelu",
+                                                                          "projector kind: " + ", ".join(KINDS))
+    projector_hidden: int = opt(0, "hidden width of the mlp2x_gelu or geglu projector (0 = the LM's width, "
+                                   "as in LLaVA-1.5)")
     image_positions: bool = opt(False, "add a learned code per image-token position to the features, before the "
                                        "projector (for encoders whose patch features hardly encode where they are)")
     tokens_per_feature: int = opt(1, "LM tokens the projector makes from each image feature vector (1 = LLaVA's "

@@ -5,7 +5,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-KINDS = ("linear", "mlp2x_gelu", "resblock")
+KINDS = ("linear", "mlp2x_gelu", "resblock", "geglu")
+
+
+class GegluProjector(nn.Module):
+    """A gated MLP (GEGLU: ``down(GELU(gate(x)) * up(x))``, as in the feed-forward layers of many
+    recent LMs) as the connector.
+
+    The product of two linear maps of a patch feature makes conjunctions ("red *and* square")
+    directly, where ``mlp2x_gelu`` has to carve them out of one non-linearity. The LM reads the
+    image mostly as a bag of tokens, so each token coming out as a joint code of what is there is
+    what lets it answer about one object among several. Tiny recipe, three seeds each (val VQA):
+    80.3 / 80.5 / 75.3% against 77.2 / 76.7 / 72.3% for ``mlp2x_gelu`` (docs/accuracy.md).
+    """
+
+    def __init__(self, in_dim: int, width: int, out_dim: int):
+        super().__init__()
+        self.gate = nn.Linear(in_dim, width)
+        self.up = nn.Linear(in_dim, width)
+        self.down = nn.Linear(width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(nn.functional.gelu(self.gate(x)) * self.up(x))
 
 
 class ResBlockProjector(nn.Module):
@@ -57,7 +78,7 @@ class Expand(nn.Module):
 def build_projector(kind: str, in_dim: int, out_dim: int, positions: int = 0, hidden: int = 0,
                     tokens_per_feature: int = 1) -> nn.Module:
     """``positions`` > 0 adds a learned code for each of that many image-token positions;
-    ``hidden``: the width of mlp2x_gelu's hidden layer (0 = ``out_dim``, as in LLaVA-1.5);
+    ``hidden``: the width of mlp2x_gelu's or geglu's hidden layer (0 = ``out_dim``, as in LLaVA-1.5);
     ``tokens_per_feature``: LM tokens made from each feature vector (1, as in LLaVA)."""
     if tokens_per_feature < 1:
         raise ValueError(f"tokens_per_feature must be >= 1, got {tokens_per_feature}")
@@ -69,6 +90,8 @@ def build_projector(kind: str, in_dim: int, out_dim: int, positions: int = 0, hi
         proj = nn.Sequential(nn.Linear(in_dim, width), nn.GELU(), nn.Linear(width, out_dim))
     elif kind == "resblock":
         proj = ResBlockProjector(in_dim, out_dim)
+    elif kind == "geglu":
+        proj = GegluProjector(in_dim, width, out_dim)
     else:
         raise ValueError(f"unknown projector kind {kind!r}; choose one of {', '.join(KINDS)}")
     if k > 1:

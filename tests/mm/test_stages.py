@@ -45,9 +45,11 @@ def test_align_trains_only_the_projector_and_reports_blind_loss(aligned, stage_i
     facts = json.loads((aligned / "run.json").read_text())
     spec = json.loads((aligned / "final" / "mmphi.json").read_text())
     p = spec["projector"]
-    width = p["hidden"] or 32  # mlp2x_gelu: D->H, H->k*C (C = the LM's 32), plus a code per image position
+    width = p["hidden"] or 32  # D->H (geglu: twice, gate and up), H->k*C (C = the LM's 32), a code per position
     out = 32 * p["tokens_per_feature"]
-    assert facts["trainable_params"] == p["in_dim"] * width + width + width * out + out + p["positions"] * p["in_dim"]
+    inputs = {"mlp2x_gelu": 1, "geglu": 2}[p["kind"]]
+    assert facts["trainable_params"] == (inputs * (p["in_dim"] * width + width) + width * out + out
+                                         + p["positions"] * p["in_dim"])
     patches = json.loads((stage_inputs["store"] / "store.json").read_text())["identity"]["num_tokens"]
     assert spec["image_tokens"] == patches * p["tokens_per_feature"]
     assert "val_caption_loss_blind" in summary and summary["val_caption_loss"] > 0
