@@ -32,6 +32,14 @@ def transcriber() -> Transcriber:
     return Transcriber()
 
 
+@pytest.fixture(scope="module")
+def prompted() -> Transcriber:
+    """The same with the tiny recipe's shapes-world vocabulary as Whisper's initial prompt."""
+    from mmphi.config import load_recipe
+
+    return Transcriber(prompt=load_recipe("tiny")["eval"]["asr_prompt"])
+
+
 def _wav_bytes(say, text: str) -> bytes:
     """espeak-ng's WAV for ``text``, as bytes (an upload)."""
     x, rate = say(text)
@@ -261,8 +269,8 @@ def test_a_local_model_directory_is_accepted(say):
     assert "triangle" in t.transcribe(_wav_bytes(say, SENTENCES[2])).text.lower()
 
 
-def test_a_vocabulary_prompt_lowers_the_error_rate_on_domain_words(transcriber, tmp_path, errors_and_words):
-    from mmphi.config import load_recipe
+def test_a_vocabulary_prompt_lowers_the_error_rate_on_domain_words(transcriber, prompted, tmp_path,
+                                                                   errors_and_words):
     from mmphi.world.speech import VOICES, speak
 
     questions = ["Where is the triangle?", "What shape is the orange object?", "Which colour is the square?",
@@ -273,7 +281,6 @@ def test_a_vocabulary_prompt_lowers_the_error_rate_on_domain_words(transcriber, 
     for i, (q, voice) in enumerate((q, v) for q in questions for v in VOICES):
         speak(q, tmp_path / f"{i}.wav", voice=voice, speed=150)
         clips.append((q, tmp_path / f"{i}.wav"))
-    prompted = Transcriber(prompt=load_recipe("tiny")["eval"]["asr_prompt"])
 
     def wer(t: Transcriber) -> float:
         counts = [errors_and_words(q, t.transcribe(path).text) for q, path in clips]
@@ -284,19 +291,18 @@ def test_a_vocabulary_prompt_lowers_the_error_rate_on_domain_words(transcriber, 
     assert hinted < plain and hinted <= 0.15
 
 
-def test_the_same_clip_gives_the_same_transcript_without_sampling(tmp_path, monkeypatch, errors_and_words):
+def test_the_same_clip_gives_the_same_transcript_without_sampling(prompted, tmp_path, monkeypatch,
+                                                                  errors_and_words):
     """A clip on which a greedy decode loops ("How many? How many? ...") with the shapes prompt:
     faster-whisper then falls back to *sampling* at a higher temperature, and the transcript changed
     from run to run. The default beam search decodes it at temperature 0, the same every time."""
-    from mmphi.config import load_recipe
     from mmphi.world.speech import speak
 
     question = "How many yellow shapes are there?"
     clip = tmp_path / "q.wav"
     speak(question, clip, voice="en-gb", speed=150)
-    t = Transcriber(prompt=load_recipe("tiny")["eval"]["asr_prompt"])
     temperatures: list[float] = []
-    decode = t.model.transcribe
+    decode = prompted.model.transcribe
 
     def recording(*args, **kwargs):
         segments, info = decode(*args, **kwargs)
@@ -304,8 +310,8 @@ def test_the_same_clip_gives_the_same_transcript_without_sampling(tmp_path, monk
         temperatures.extend(s.temperature for s in segments)
         return iter(segments), info
 
-    monkeypatch.setattr(t.model, "transcribe", recording)
-    texts = [t.transcribe(clip).text for _ in range(2)]
+    monkeypatch.setattr(prompted.model, "transcribe", recording)
+    texts = [prompted.transcribe(clip).text for _ in range(2)]
     assert temperatures and all(x == 0.0 for x in temperatures), temperatures
     assert texts[0] == texts[1]
     assert errors_and_words(question, texts[0])[0] == 0, texts[0]
