@@ -40,8 +40,11 @@ def _training_table(root: Path, state: dict) -> str:
                      f"{stages['pretrain']['minutes']:.1f}"])
     if align:
         s = stages["align"]["summary"]
-        rows.append(["stage 1: projector (LM frozen)", _m(align["trainable_params"]), f"{s['tokens']:,} tokens",
-                     f"{stages['align']['minutes']:.1f}"])
+        picked = s.get("candidates")
+        what = (f"stage 1: projector (LM frozen), the best of {len(picked['all'])} by {picked['by']}" if picked
+                else "stage 1: projector (LM frozen)")
+        tokens = s.get("tokens_all_candidates", s["tokens"])
+        rows.append([what, _m(align["trainable_params"]), f"{tokens:,} tokens", f"{stages['align']['minutes']:.1f}"])
     if fine:
         s = stages["finetune"]["summary"]
         q = "4-bit NF4 LM + " if fine["settings"].get("quantize") else ""

@@ -166,8 +166,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         f"{s['tokens']:,} tokens"))
     d.stage("embed", d.embed, lambda s: f"{s['val']['store_images']} train+val images in the "
                                         "feature store")
-    d.stage("align", d.align, lambda s: f"val caption loss {s['val_caption_loss']:.3f} with the image vs "
-                                        f"{s['val_caption_loss_blind']:.3f} without")
+    d.stage("align", d.align, lambda s: (
+        (f"kept projector seed {s['candidates']['seed']} of {len(s['candidates']['all'])}; " if "candidates" in s
+         else "") + f"val caption loss {s['val_caption_loss']:.3f} with the image vs "
+        f"{s['val_caption_loss_blind']:.3f} without"))
     d.stage("finetune", d.finetune, lambda s: (
         f"val VQA {_pct(s['val_vqa']['image']['overall']['accuracy'])} "
         f"(blind {_pct(s['val_vqa']['blind']['overall']['accuracy'])})"))

@@ -8,10 +8,13 @@ the projector) and in their data (captions vs. instruction conversations).
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from mmphi.eval.vqa import single_questions, vqa_accuracy
 from mmphi.lm.loading import load_causal_lm
@@ -98,26 +101,38 @@ def align(cfg: AlignConfig) -> dict:
     val = caption_examples(val_file, enc) if val_file else []
     lm = load_causal_lm(cfg.lm, cfg.quantize)
     lm.requires_grad_(False)  # stage 1: the LM is frozen
-    torch.manual_seed(cfg.seed)
     positions = store.num_tokens if cfg.image_positions else 0
-    projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size, positions,
-                                cfg.projector_hidden, cfg.tokens_per_feature)
     spec = {"projector": {"kind": cfg.projector, "in_dim": store.feature_dim, "out_dim": lm.config.hidden_size,
                           "positions": positions, "hidden": cfg.projector_hidden,
                           "tokens_per_feature": cfg.tokens_per_feature},
             "image_tokens": image_tokens, "vision": {"identity": store.identity}, "system": cfg.system,
             "quantized": cfg.quantize, "stage": "align"}
-    model = MultimodalLM(lm, projector.to(lm.device), spec)
 
     def save_final(m: MultimodalLM, path: Path) -> None:
         m.save_pretrained(path, tokenizer, cfg.lm, cfg.vision)
 
-    task = ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
-                            _flops_per_token(lm, trainable_body=False), save_final)
-    result = fit(task, model, cfg, run, {"verb": "align", "train_examples": len(train), "settings": vars(cfg)})
+    def build(seed: int, save=save_final) -> tuple[MultimodalLM, ConversationTask]:
+        torch.manual_seed(seed)
+        projector = build_projector(cfg.projector, store.feature_dim, lm.config.hidden_size, positions,
+                                    cfg.projector_hidden, cfg.tokens_per_feature)
+        model = MultimodalLM(lm, projector.to(lm.device), spec)
+        return model, ConversationTask(train, val, store, enc.pad_id, seed, cfg.batch_size,
+                                       _flops_per_token(lm, trainable_body=False), save)
+
+    facts = {"verb": "align", "train_examples": len(train), "settings": vars(cfg)}
+    if cfg.candidates == 1:
+        model, task = build(cfg.seed)
+        result, chosen = fit(task, model, cfg, run, facts), None
+    else:
+        model, task, result, chosen = _best_candidate(cfg, run, build, facts, enc, procs.is_main_process)
+        if procs.is_main_process:
+            save_final(model, run.final)
     if not procs.is_main_process:
         return result
     summary = {**result, "val_caption_loss": result["final_val_loss"]}
+    if chosen:
+        summary["candidates"] = chosen
+        summary["tokens_all_candidates"] = sum(c["tokens"] for c in chosen["all"])
     if val_file:
         blind = caption_examples(val_file, enc, blind=True)
         summary["val_caption_loss_blind"] = blind_loss(task, model, blind, cfg.eval_batches)
@@ -126,6 +141,58 @@ def align(cfg: AlignConfig) -> dict:
     run.plot_loss("stage 1: projector alignment (LM frozen)")
     run.write_json("summary.json", summary)
     return summary
+
+
+def _save_projector(m: MultimodalLM, path: Path) -> None:
+    """A candidate's final/: its projector only (the chosen one becomes the stage's full final/)."""
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in m.projector.state_dict().items()},
+              path / "projector.safetensors")
+
+
+def _best_candidate(cfg: AlignConfig, run: RunDir, build, facts: dict, enc: ChatEncoder, main: bool):
+    """Train ``cfg.candidates`` projectors in RUN/candidates/seed-S; keep the one with the lowest loss on
+    the answers of held-out conversations (what stage 2 will train on) through the frozen LM.
+
+    A finished candidate (its summary.json) is reused on ``--resume``; the chosen one's metrics and
+    run facts become the stage's own, so the run directory reads as one run.
+    """
+    select_file = Path(cfg.select_data) if cfg.select_data else _files(cfg.data, "", "instruct.json")[1]
+    select = llava_examples(select_file, enc)[0] if select_file and select_file.exists() else []
+    by = "held-out answer loss" if select else "val caption loss"
+    rows, best = [], None
+    for k in range(cfg.candidates):
+        seed = cfg.seed + k
+        sub = RunDir(run.path / "candidates" / f"seed-{seed}").create()
+        model, task = build(seed, _save_projector)
+        done = sub.read_json("summary.json") if cfg.resume else None
+        if done and (sub.final / "projector.safetensors").exists():
+            model.projector.load_state_dict(load_file(sub.final / "projector.safetensors"))
+            result = done["result"]
+        else:
+            result = fit(task, model, replace(cfg, seed=seed, out=str(sub.path)), sub, {**facts, "candidate": seed})
+        device = next(model.parameters()).device
+        score = evaluate_loss(task.with_val(select), model, device, cfg.eval_batches) if select \
+            else result["final_val_loss"]
+        if score is None:
+            raise ValueError("choosing among candidate projectors needs held-out data: conversations "
+                             "(--select-data, or a world's val/instruct.json) or val captions with eval_batches > 0")
+        row = {"seed": seed, "selection_loss": score, "val_caption_loss": result["final_val_loss"],
+               "tokens": result["tokens"]}
+        rows.append(row)
+        if main:
+            sub.write_json("summary.json", {**row, "result": result})
+            print(f"candidate projector seed {seed}: {by} {score:.4f}")
+        if best is None or score < best[0]:
+            best = (score, seed, sub, model, task, result)
+    score, seed, sub, model, task, result = best
+    for name in ("metrics.jsonl", "run.json"):
+        if main and (sub.path / name).exists():
+            shutil.copy(sub.path / name, run.path / name)
+    if main:
+        others = ", ".join(f"{r['selection_loss']:.4f}" for r in rows if r["seed"] != seed)
+        print(f"kept the projector of seed {seed} ({by} {score:.4f}; the others: {others})")
+    return model, task, result, {"by": by, "seed": seed, "all": rows}
 
 
 def _peft(lm, cfg: FinetuneConfig):

@@ -57,6 +57,40 @@ def test_align_trains_only_the_projector_and_reports_blind_loss(aligned, stage_i
     assert (aligned / "loss.png").exists()
 
 
+def _answer_loss(model_dir: Path, s: dict, batches: int) -> float:
+    """Loss on the answers of the world's val conversations through a saved stage-1 model (LM frozen)."""
+    import torch
+
+    from mmphi.mm.data import ChatEncoder, llava_examples
+    from mmphi.mm.loading import load_multimodal
+    from mmphi.mm.stages import ConversationTask
+    from mmphi.train.loop import evaluate_loss
+    from mmphi.vision.store import FeatureStore
+
+    model, tok = load_multimodal(model_dir)
+    enc = ChatEncoder(tok, model.image_tokens, model.spec.get("system", ""), 256)  # the recipe's max_len
+    val = llava_examples(s["world"] / "val" / "instruct.json", enc)[0]
+    task = ConversationTask(val, val, FeatureStore.open(s["store"]), enc.pad_id, 0, 8, 0.0, None)
+    return evaluate_loss(task, model, torch.device("cpu"), batches)
+
+
+def test_align_keeps_the_candidate_through_which_the_lm_answers_best(aligned, stage_inputs):
+    from safetensors.torch import load_file
+
+    picked = json.loads((aligned / "summary.json").read_text())["candidates"]
+    rows = picked["all"]
+    assert [r["seed"] for r in rows] == [0, 1, 2]  # the recipe's three, from --seed 0
+    losses = [r["selection_loss"] for r in rows]
+    assert len(set(losses)) == 3 and picked["seed"] == rows[losses.index(min(losses))]["seed"]
+    assert picked["by"] == "held-out answer loss"
+    kept = load_file(aligned / "final" / "projector.safetensors")
+    own = load_file(aligned / "candidates" / f"seed-{picked['seed']}" / "final" / "projector.safetensors")
+    assert kept.keys() == own.keys() and all(kept[k].equal(own[k]) for k in kept)
+    assert not (aligned / "candidates" / "seed-0" / "final" / "lm").exists()  # candidates keep projectors only
+    # The saved final/ is the chosen model: its answer loss, measured afresh, is the one it was chosen by.
+    assert _answer_loss(aligned / "final", stage_inputs, 1) == pytest.approx(min(losses), rel=1e-5)
+
+
 def test_finetune_qlora_evaluates_mid_training_and_loads_for_chat(aligned, stage_inputs):
     s = stage_inputs
     out = s["root"] / "finetune"
@@ -94,7 +128,7 @@ def test_stage_resumes_after_kill_9_with_the_same_losses(stage, aligned, stage_i
     common = ["--data", str(s["world"]), "--features", str(s["store"]), "--max-steps", "40", "--save-every", "5",
               "--eval-every", "1000", "--val-limit", "0", *STEPS]
     if stage == "align":
-        args = ["align", "--lm", str(s["lm"]), "--vision", str(s["clip"]), *common]
+        args = ["align", "--lm", str(s["lm"]), "--vision", str(s["clip"]), "--candidates", "1", *common]
     else:
         args = ["finetune", "--init", str(aligned / "final"), "--lora-r", "4", "--lora-alpha", "8", *common]
     assert main([*args, "--out", str(s["root"] / f"{stage}-a")]) == 0
@@ -117,3 +151,31 @@ def test_stage_resumes_after_kill_9_with_the_same_losses(stage, aligned, stage_i
     assert sorted(got) == sorted(expected)
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
+@pytest.mark.slow
+def test_align_candidates_resume_after_kill_9_and_choose_the_same(stage_inputs):
+    s = stage_inputs
+    args = ["align", "--lm", str(s["lm"]), "--vision", str(s["clip"]), "--data", str(s["world"]), "--features",
+            str(s["store"]), "--max-steps", "20", "--save-every", "5", "--eval-every", "1000", "--candidates", "2",
+            *STEPS]
+    assert main([*args, "--out", str(s["root"] / "cand-a")]) == 0
+    env = {**os.environ, "MMPHI_PRINT_SUMMARY": "0"}
+    out = s["root"] / "cand-b"
+    proc = subprocess.Popen([sys.executable, "-m", "mmphi.cli", *args, "--out", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (out / "candidates" / "seed-1" / "checkpoints" / "step-10").exists():  # the second candidate
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    again = subprocess.run([sys.executable, "-m", "mmphi.cli", *args, "--out", str(out), "--resume"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    expected = json.loads((s["root"] / "cand-a" / "summary.json").read_text())["candidates"]
+    got = json.loads((out / "summary.json").read_text())["candidates"]
+    assert got["seed"] == expected["seed"]
+    for a, b in zip(got["all"], expected["all"], strict=True):
+        assert a["selection_loss"] == pytest.approx(b["selection_loss"], rel=1e-5)
