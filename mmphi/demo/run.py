@@ -25,7 +25,7 @@ QUICK = {
     "pretrain": {"max_steps": 120, "eval_every": 1000, "save_every": 1000, "text_qa": 60, "text_qa_every": 0,
                  "compile": False},
     "align": {"max_steps": 20, "eval_every": 1000, "save_every": 1000},
-    "finetune": {"max_steps": 40, "eval_every": 1000, "save_every": 1000, "val_limit": 60},
+    "finetune": {"max_steps": 40, "eval_every": 1000, "save_every": 1000, "val_limit": 60, "probe_steps": 10},
     "eval": {"limit": 60, "captions": 8},
 }
 STAGES = ("world", "clip", "pretrain", "embed", "align", "finetune", "eval", "bench", "report")

@@ -70,10 +70,14 @@ class FinetuneConfig(StageArgs):
         "token", "loss averaging: 'token' = mean over answer tokens (LLaVA); 'answer' = every answer counts "
                  "once, so long descriptions do not drown one-word answers")
     merge: bool = opt(False, "also export final/ with the adapters merged into full-precision LM weights")
+    probe_steps: int = opt(0, "when the stage-1 folder holds several candidate projectors (align --candidates), "
+                              "train from each for this many steps and go on from the one with the lowest val "
+                              "loss; 0 (or not below max_steps) = start from the one align kept")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(bool(self.init), "init is required (--init): the output of `mmphi align`")
         check(self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be > 0")
+        check(self.probe_steps >= 0, "probe_steps must be >= 0")
         check(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
         check(self.projector_lr >= 0, "projector_lr must be >= 0")

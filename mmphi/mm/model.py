@@ -172,11 +172,12 @@ def resolve(path: str | Path, ref: str) -> str:
     return str(local) if local.exists() else ref
 
 
-def load_projector(path: str | Path, spec: dict[str, Any]) -> nn.Module:
+def load_projector(path: str | Path, spec: dict[str, Any], file: str = "projector.safetensors") -> nn.Module:
+    """The projector of the model folder ``path`` (``file``: another weights file in it, e.g. a candidate's)."""
     p = spec["projector"]
     projector = build_projector(p["kind"], p["in_dim"], p["out_dim"], p.get("positions", 0), p.get("hidden", 0),
                                 p.get("tokens_per_feature", 1))
-    weights = Path(path) / "projector.safetensors"
+    weights = Path(path) / file
     try:
         projector.load_state_dict(load_file(weights))
     except Exception as err:

@@ -23,6 +23,7 @@ from mmphi.mm.data import ChatEncoder, Example, LengthGroupedSampler, caption_ex
 from mmphi.mm.model import MultimodalLM, base_lm, load_projector, lora_targets, read_spec, resolve
 from mmphi.mm.projector import build_projector
 from mmphi.tokenizer import load_tokenizer
+from mmphi.train import checkpoint as ckpt
 from mmphi.train.dist import process_state
 from mmphi.train.loop import evaluate_loss, fit
 from mmphi.train.rundir import RunDir
@@ -125,8 +126,16 @@ def align(cfg: AlignConfig) -> dict:
         result, chosen = fit(task, model, cfg, run, facts), None
     else:
         model, task, result, chosen = _best_candidate(cfg, run, build, facts, enc, procs.is_main_process)
-        if procs.is_main_process:
+        if procs.is_main_process:  # final/ = the chosen projector, with every candidate's beside it for stage 2
+            ranked = sorted(chosen["all"], key=lambda r: r["selection_loss"])
+            model.spec = {**model.spec, "candidates": [
+                {"seed": r["seed"], "file": f"candidates/seed-{r['seed']}.safetensors",
+                 "selection_loss": r["selection_loss"]} for r in ranked]}
             save_final(model, run.final)
+            (run.final / "candidates").mkdir()
+            for r in chosen["all"]:
+                shutil.copy(run.path / "candidates" / f"seed-{r['seed']}" / "final" / "projector.safetensors",
+                            run.final / "candidates" / f"seed-{r['seed']}.safetensors")
     if not procs.is_main_process:
         return result
     summary = {**result, "val_caption_loss": result["final_val_loss"]}
@@ -221,26 +230,38 @@ def finetune(cfg: FinetuneConfig) -> dict:
     train, skipped = llava_examples(train_file, enc)
     val = llava_examples(val_file, enc)[0] if val_file else []
     lm_source = resolve(cfg.init, spec["lm"])
-    torch.manual_seed(cfg.seed)
-    lm = _peft(load_causal_lm(lm_source, cfg.quantize), cfg)
-    projector = load_projector(cfg.init, spec).to(lm.device)
-    projector.requires_grad_(True)  # trained in full precision, never quantised
+    candidates = spec.pop("candidates", [])
     spec = {**spec, "quantized": cfg.quantize, "stage": "finetune", "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha}}
-    model = MultimodalLM(lm, projector, spec)
-    if cfg.projector_lr:
-        model.lr_overrides = {"projector.": cfg.projector_lr}
     vision = resolve(cfg.init, spec["vision"]["source"]) if "source" in spec.get("vision", {}) else None
 
     def save_final(m: MultimodalLM, path: Path) -> None:
         m.save_pretrained(path, tokenizer, lm_source, vision)
 
-    task = ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
-                            _flops_per_token(lm, trainable_body=False), save_final, cfg.loss == "answer")
+    def build(projector_file: str = "projector.safetensors") -> tuple[MultimodalLM, ConversationTask]:
+        torch.manual_seed(cfg.seed)
+        lm = _peft(load_causal_lm(lm_source, cfg.quantize), cfg)
+        projector = load_projector(cfg.init, spec, projector_file).to(lm.device)
+        projector.requires_grad_(True)  # trained in full precision, never quantised
+        model = MultimodalLM(lm, projector, spec)
+        if cfg.projector_lr:
+            model.lr_overrides = {"projector.": cfg.projector_lr}
+        return model, ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
+                                       _flops_per_token(lm, trainable_body=False), save_final, cfg.loss == "answer")
+
     facts = {"verb": "finetune", "train_examples": len(train), "skipped_too_long": skipped, "settings": vars(cfg)}
-    result = fit(task, model, cfg, run, facts)
+    probed = None
+    if 0 < cfg.probe_steps < cfg.max_steps and len(candidates) > 1 and val:
+        probed = _probe_candidates(cfg, run, build, candidates, facts, procs.is_main_process)
+        model, task = build(probed["file"])
+        result = fit(task, model, replace(cfg, resume=True), run, facts)  # continues the winner's probe
+    else:
+        model, task = build()
+        result = fit(task, model, cfg, run, facts)
     if not procs.is_main_process:
         return result
     summary = dict(result)
+    if probed:
+        summary["probes"] = probed
     if cfg.val_limit and val_file:
         items = single_questions(val_file, cfg.val_limit)
         summary["val_vqa"] = vqa_accuracy(model, tokenizer, enc, items, store.get_many)
@@ -252,6 +273,44 @@ def finetune(cfg: FinetuneConfig) -> dict:
     run.plot_loss("stage 2: instruction tuning (LoRA + projector)")
     run.write_json("summary.json", summary)
     return summary
+
+
+def _probe_candidates(cfg: FinetuneConfig, run: RunDir, build, candidates: list[dict], facts: dict,
+                      main: bool) -> dict:
+    """Start stage 2 from each candidate projector for ``probe_steps`` steps (RUN/probes/seed-S) and keep
+    the one with the lowest val loss there; its checkpoint becomes the run's, so stage 2 goes on from it.
+
+    Which projector stage 2 starts from decides whether it learns to read the image at all, and
+    that shows within a hundred steps (docs/accuracy.md); the winner's probe steps are not wasted.
+    A finished probe (its summary.json) is reused on ``--resume``.
+    """
+    rows = []
+    for c in candidates:
+        sub = RunDir(run.path / "probes" / f"seed-{c['seed']}").create()
+        done = sub.read_json("summary.json") if cfg.resume else None
+        if done is None or ckpt.latest_checkpoint(sub.checkpoints) is None:
+            model, task = build(c["file"])
+            res = fit(task, model, replace(cfg, out=str(sub.path)), sub, {**facts, "probe": c["seed"]},
+                      stop_at=cfg.probe_steps)
+            done = {"seed": c["seed"], "file": c["file"], "val_loss": res["val_loss"], "steps": res["steps"]}
+            if main:
+                sub.write_json("summary.json", done)
+        rows.append(done)
+        if main:
+            print(f"probe from projector seed {c['seed']}: val loss {done['val_loss']:.4f} after {done['steps']} steps")
+    best = min(rows, key=lambda r: r["val_loss"])
+    going_on = cfg.resume and ckpt.latest_checkpoint(run.checkpoints) is not None  # killed after the probes
+    if main and not going_on:
+        src = run.path / "probes" / f"seed-{best['seed']}"
+        for old in ckpt.list_checkpoints(run.checkpoints):
+            shutil.rmtree(old)
+        shutil.copytree(src / "checkpoints", run.checkpoints, dirs_exist_ok=True)
+        for name in ("metrics.jsonl", "run.json"):
+            shutil.copy(src / name, run.path / name)
+        print(f"stage 2 goes on from projector seed {best['seed']} (val loss {best['val_loss']:.4f})")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # every process resumes from the copied checkpoint
+    return {"seed": best["seed"], "file": best["file"], "steps": cfg.probe_steps, "all": rows}
 
 
 def _print_vqa(res: dict) -> None:

@@ -200,8 +200,9 @@ class _Trainer:
         self.window = {"t": time.perf_counter(), "work": 0.0, "flops": 0.0}
         return record
 
-    def train(self) -> None:
+    def train(self, stop_at: int = 0) -> None:
         args, state = self.args, self.state
+        end = min(stop_at, args.max_steps) if stop_at else args.max_steps
         if state["step"] == 0 and args.eval_batches:
             state["initial_val_loss"] = self.evaluate()
         bar = tqdm(total=args.max_steps, initial=state["step"], desc=Path(self.run.path).name, unit="step",
@@ -209,7 +210,7 @@ class _Trainer:
         started = time.perf_counter() - state["elapsed_s"]
         self.model.train()
         try:
-            while state["step"] < args.max_steps:
+            while state["step"] < end:
                 if args.max_minutes and time.perf_counter() - started > 60 * args.max_minutes:
                     if self.main:
                         print(f"time budget of {args.max_minutes} min reached at step {state['step']}")
@@ -245,9 +246,24 @@ class _Trainer:
                 "trainable_params": self.facts["trainable_params"], "total_params": self.facts["total_params"]}
 
 
+    def pause(self) -> dict[str, Any]:
+        """Stop before ``max_steps`` with a checkpoint (``--resume`` continues the same schedule), no final/."""
+        if (self.run.checkpoints / f"step-{self.state['step']}") not in ckpt.list_checkpoints(self.run.checkpoints):
+            self.save()
+        val = evaluate_loss(self.task, self.raw, self.acc.device, self.args.eval_batches)
+        return {"steps": self.state["step"], "paused": True, "val_loss": val, "tokens": self.state["tokens"],
+                "elapsed_s": round(self.state["elapsed_s"], 1)}
+
+
 def fit(task: Task, model: torch.nn.Module, args: TrainArgs, run: RunDir,
-        facts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``model`` on ``task`` per ``args`` into the run directory ``run``; returns a summary."""
+        facts: dict[str, Any] | None = None, stop_at: int = 0) -> dict[str, Any]:
+    """Train ``model`` on ``task`` per ``args`` into the run directory ``run``; returns a summary.
+
+    ``stop_at``: pause after that step (the schedule still spans ``max_steps``) with a checkpoint,
+    and return the val loss there instead of finishing: a probe that ``--resume`` can continue.
+    """
     trainer = _Trainer(task, model, args, run, facts or {})
-    trainer.train()
+    trainer.train(stop_at)
+    if stop_at and trainer.state["step"] < args.max_steps:
+        return trainer.pause()
     return trainer.finish()

@@ -116,6 +116,32 @@ def test_finetune_qlora_evaluates_mid_training_and_loads_for_chat(aligned, stage
     assert merged["merged"] is True and "adapters" not in merged
 
 
+def test_finetune_probes_every_candidate_and_goes_on_from_the_best(aligned, stage_inputs, tmp_path):
+    import shutil
+
+    s = stage_inputs
+    args = ["finetune", "--data", str(s["world"]), "--features", str(s["store"]), "--max-steps", "8",
+            "--eval-every", "1000", "--val-limit", "0", "--lora-r", "4", "--lora-alpha", "8", *STEPS]
+    out = tmp_path / "probed"
+    assert main([*args, "--init", str(aligned / "final"), "--out", str(out), "--probe-steps", "3"]) == 0
+    probes = json.loads((out / "summary.json").read_text())["probes"]
+    rows = probes["all"]
+    assert sorted(r["seed"] for r in rows) == [0, 1, 2] and all(r["steps"] == 3 for r in rows)
+    assert probes["seed"] == min(rows, key=lambda r: r["val_loss"])["seed"]
+    # Going on from the winner's probe is the same as training from its projector without probes.
+    alone = tmp_path / "init"
+    shutil.copytree(aligned / "final", alone)
+    shutil.copy(alone / probes["file"], alone / "projector.safetensors")
+    spec = json.loads((alone / "mmphi.json").read_text())
+    del spec["candidates"]
+    (alone / "mmphi.json").write_text(json.dumps(spec))
+    assert main([*args, "--init", str(alone), "--out", str(tmp_path / "alone")]) == 0
+    expected, got = _losses(tmp_path / "alone"), _losses(out)
+    assert sorted(got) == sorted(expected) == list(range(1, 9))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-5, abs=1e-6), step
+
+
 def _losses(run: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
