@@ -41,16 +41,20 @@ def _training_table(root: Path, state: dict) -> str:
     if align:
         s = stages["align"]["summary"]
         picked = s.get("candidates")
-        what = (f"stage 1: projector (LM frozen), the best of {len(picked['all'])} by {picked['by']}" if picked
+        what = (f"stage 1: {len(picked['all'])} projectors, one per seed (LM frozen)" if picked
                 else "stage 1: projector (LM frozen)")
         tokens = s.get("tokens_all_candidates", s["tokens"])
         rows.append([what, _m(align["trainable_params"]), f"{tokens:,} tokens", f"{stages['align']['minutes']:.1f}"])
     if fine:
         s = stages["finetune"]["summary"]
         q = "4-bit NF4 LM + " if fine["settings"].get("quantize") else ""
-        rows.append([f"stage 2: {q}LoRA r={fine['settings']['lora_r']} + projector",
+        probes = s.get("probes")
+        tried = (f", from the best of {len(probes['all'])} stage-1 projectors after {probes['steps']} steps each"
+                 if probes else "")
+        tokens = s["tokens"] + (probes or {}).get("tokens_other_probes", 0)
+        rows.append([f"stage 2: {q}LoRA r={fine['settings']['lora_r']} + projector{tried}",
                      f"{_m(fine['trainable_params'])} trainable of {_m(fine['total_params'])}",
-                     f"{s['tokens']:,} tokens", f"{stages['finetune']['minutes']:.1f}"])
+                     f"{tokens:,} tokens", f"{stages['finetune']['minutes']:.1f}"])
     return markdown_table(["model", "parameters", "trained on", "minutes"], rows)
 
 

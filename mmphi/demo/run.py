@@ -171,7 +171,8 @@ def run_demo(cfg: DemoConfig) -> dict:
          else "") + f"val caption loss {s['val_caption_loss']:.3f} with the image vs "
         f"{s['val_caption_loss_blind']:.3f} without"))
     d.stage("finetune", d.finetune, lambda s: (
-        f"val VQA {_pct(s['val_vqa']['image']['overall']['accuracy'])} "
+        (f"went on from projector seed {s['probes']['seed']} (best of {len(s['probes']['all'])} probes); "
+         if "probes" in s else "") + f"val VQA {_pct(s['val_vqa']['image']['overall']['accuracy'])} "
         f"(blind {_pct(s['val_vqa']['blind']['overall']['accuracy'])})"))
     d.stage("eval", d.evaluate, lambda s: (
         f"test VQA typed {_pct(s['vqa']['typed']['overall']['accuracy'])}, spoken "

@@ -292,7 +292,8 @@ def _probe_candidates(cfg: FinetuneConfig, run: RunDir, build, candidates: list[
             model, task = build(c["file"])
             res = fit(task, model, replace(cfg, out=str(sub.path)), sub, {**facts, "probe": c["seed"]},
                       stop_at=cfg.probe_steps)
-            done = {"seed": c["seed"], "file": c["file"], "val_loss": res["val_loss"], "steps": res["steps"]}
+            done = {"seed": c["seed"], "file": c["file"], "val_loss": res["val_loss"], "steps": res["steps"],
+                    "tokens": res["tokens"]}
             if main:
                 sub.write_json("summary.json", done)
         rows.append(done)
@@ -310,7 +311,8 @@ def _probe_candidates(cfg: FinetuneConfig, run: RunDir, build, candidates: list[
         print(f"stage 2 goes on from projector seed {best['seed']} (val loss {best['val_loss']:.4f})")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # every process resumes from the copied checkpoint
-    return {"seed": best["seed"], "file": best["file"], "steps": cfg.probe_steps, "all": rows}
+    return {"seed": best["seed"], "file": best["file"], "steps": cfg.probe_steps, "all": rows,
+            "tokens_other_probes": sum(r.get("tokens", 0) for r in rows if r is not best)}
 
 
 def _print_vqa(res: dict) -> None:
