@@ -20,8 +20,8 @@ def _jobs(root: Path, quick: bool) -> dict[str, list[str]]:
     return {
         "live_vocab_head": ["pretrain_speed.py", *steps],
         "one_pass_alignment": ["align_passes.py", str(root / "align" / "final"), "--batch", "8"],
-        "kv_cache_generation": ["generate_speed.py", str(root / "finetune" / "final"), "--tokens", "48",
-                                "--repeats", "2"],
+        "kv_cache_generation": ["generate_speed.py", str(root / "finetune" / "final"), "--tokens", "24",
+                                "--repeats", "1"],
         # The demo's LM is so small that per-step overheads hide the cache; a wider, deeper random
         # model with a long prompt shows what it saves once the model does real work per token.
         "kv_cache_generation_wide": ["generate_speed.py", "--hidden", "512" if quick else "1024", "--layers",
