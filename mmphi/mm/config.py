@@ -43,7 +43,8 @@ class AlignConfig(StageArgs):
     system: str = opt("", "system line that opens every conversation (LLaVA's phi template uses a long one)")
     candidates: int = opt(1, "train this many projectors (seeds seed, seed+1, ...) and keep the one through which "
                              "the frozen LM answers the held-out conversations best (lowest loss on their answers); "
-                             "which projector stage 2 starts from moves its accuracy by many points")
+                             "which projector stage 2 starts from moves its accuracy by many points, and "
+                             "finetune --probe-steps tries every candidate")
     select_data: str = opt("", "LLaVA-format conversations that choose among candidates (default: the world's "
                                "val/instruct.json; without any, the lowest val caption loss chooses)")
 

@@ -245,7 +245,6 @@ class _Trainer:
                 "final_val_loss": s["final_val_loss"], "world_size": self.world,
                 "trainable_params": self.facts["trainable_params"], "total_params": self.facts["total_params"]}
 
-
     def pause(self) -> dict[str, Any]:
         """Stop before ``max_steps`` with a checkpoint (``--resume`` continues the same schedule), no final/."""
         if (self.run.checkpoints / f"step-{self.state['step']}") not in ckpt.list_checkpoints(self.run.checkpoints):
