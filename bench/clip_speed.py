@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import seconds_per_call  # bench/timing.py (scripts run from bench/)
 from transformers import CLIPConfig, CLIPModel
 
 from mmphi.config import load_recipe
@@ -35,12 +35,7 @@ def _step_seconds(model: CLIPModel, batch: dict, steps: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_call(step, steps)
 
 
 def main() -> None:

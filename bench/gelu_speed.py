@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from timing import seconds_per_call  # bench/timing.py (scripts run from bench/)
 from transformers import AutoModelForCausalLM, PhiForCausalLM
 from transformers.activations import NewGELUActivation
 
@@ -42,12 +42,7 @@ def _step_seconds(body: torch.nn.Module, ids: torch.Tensor, steps: int) -> float
     def step():
         body(input_ids=ids).last_hidden_state.pow(2).mean().backward()
 
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_call(step, steps)
 
 
 def main() -> None:
