@@ -31,7 +31,8 @@ def _training_table(root: Path, state: dict) -> str:
     rows = []
     if clip:
         s = stages["clip"]["summary"]
-        rows.append(["tiny CLIP (vision + text towers)", _m(clip["total_params"]),
+        # run.json's total counts the trained copy of the live embedding rows too; params.total is the model's
+        rows.append(["tiny CLIP (vision + text towers)", _m(clip.get("params", {}).get("total", clip["total_params"])),
                      f"{s['samples']:,} image-caption pairs", f"{stages['clip']['minutes']:.1f}"])
     if pre:
         s = stages["pretrain"]["summary"]
