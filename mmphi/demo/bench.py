@@ -52,13 +52,18 @@ def _run_jobs(spec: dict) -> None:
     for job in spec["jobs"]:
         with open(job["log"], "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             sys.argv = [job["script"], *job["args"]]
+            failed = True
             try:
                 runpy.run_path(job["script"], run_name="__main__")
+                failed = False
             except SystemExit as e:  # argparse errors and explicit exits
-                if e.code not in (None, 0):
+                failed = e.code not in (None, 0)
+                if failed:
                     print(f"exited with status {e.code}")
             except Exception:  # one failing script must not stop the others
                 traceback.print_exc()
+            if failed:  # what a failed script wrote is not a result
+                Path(job["json"]).unlink(missing_ok=True)
         torch.set_num_threads(threads)  # a script may have changed it
 
 
@@ -73,7 +78,7 @@ def run_benches(root: Path, quick: bool = False) -> dict:
         json_path, log = out_dir / f"{name}.json", out_dir / f"{name}.txt"
         for stale in (json_path, log):  # a previous run's result or error must not pass for this run's
             stale.unlink(missing_ok=True)
-        spec["jobs"].append({"name": name, "script": str(BENCH_DIR / script),
+        spec["jobs"].append({"name": name, "script": str(BENCH_DIR / script), "json": str(json_path),
                              "args": [*args, "--json", str(json_path)], "log": str(log)})
     spec_path = out_dir / "jobs.json"
     spec_path.write_text(json.dumps(spec, indent=1))
@@ -81,7 +86,7 @@ def run_benches(root: Path, quick: bool = False) -> dict:
                           text=True, timeout=3600)
     ratios, commands, details = {}, {}, {}
     for job, (name, (script, *args)) in zip(spec["jobs"], jobs.items(), strict=True):
-        json_path = Path(job["args"][-1])
+        json_path = Path(job["json"])
         commands[name] = " ".join(["python", f"bench/{script}", *args])
         if not json_path.exists():
             log = Path(job["log"])

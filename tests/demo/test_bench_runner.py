@@ -19,7 +19,8 @@ def test_benches_run_in_one_child_and_a_failure_is_reported(tmp_path: Path, monk
         "a = ap.parse_args()\n"
         "print('measured', a.x)\n"
         "json.dump({'speedup': a.x * FACTOR, 'pid': os.getpid()}, open(a.json, 'w'))\n")
-    (scripts / "bad.py").write_text("raise RuntimeError('no model here')\n")
+    (scripts / "bad.py").write_text("import sys\nopen(sys.argv[-1], 'w').write('{\"speedup\": 1.0}')\n"
+                                    "raise RuntimeError('no model here')\n")  # a result, then a failure
     (scripts / "usage.py").write_text("import argparse\nap = argparse.ArgumentParser()\n"
                                       "ap.add_argument('--needed', required=True)\nap.parse_args()\n")
     monkeypatch.setattr(bench, "BENCH_DIR", scripts)
