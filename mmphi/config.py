@@ -47,8 +47,12 @@ def recipe_names() -> list[str]:
     return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
 
 
-def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
-    """Load a recipe by name (``tiny``, ``phi2``) or by path to a YAML file."""
+def load_recipe(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load a recipe by name (``tiny``, ``phi2``) or by path to a YAML file.
+
+    A recipe may start from another with ``extends: NAME`` (a recipe name, or a path relative to the
+    file): its sections are merged into the base's key by key, so it lists only what it changes.
+    """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = RECIPE_DIR / f"{name_or_path}.yaml"
@@ -57,12 +61,23 @@ def load_recipe(name_or_path: str | Path) -> dict[str, Any]:
                               "(or pass the path of a YAML file)")
     if not path.exists():
         raise ConfigError(f"recipe file not found: {path}")
+    if path.resolve() in _seen:
+        raise ConfigError(f"recipe {path} extends itself through {' -> '.join(str(p) for p in _seen)}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {path} is not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is not None:
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"recipe {path}: extends must name a recipe or a YAML file, got {base!r}")
+        if Path(base).suffix in (".yaml", ".yml") and not Path(base).is_absolute():
+            base = str(path.parent / base)
+        parent = load_recipe(base, (*_seen, path.resolve()))
+        parent.pop("name", None)
+        data = _merged(parent, data)
     data.setdefault("name", path.stem)
     return data
 

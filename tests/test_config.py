@@ -59,3 +59,32 @@ def test_a_mapping_override_changes_only_the_keys_it_names():
     recipe = {"model": {"hidden_size": 128, "num_hidden_layers": 4, "nested": {"a": 1, "b": 2}}}
     cfg = build(PretrainConfig, recipe, {"data": "d", "model": '{"hidden_size": 256, "nested": {"b": 3}}'})
     assert cfg.model == {"hidden_size": 256, "num_hidden_layers": 4, "nested": {"a": 1, "b": 3}}
+
+
+def test_a_recipe_extends_another_and_changes_only_what_it_names(tmp_path):
+    from mmphi.lm.config import PretrainConfig
+
+    (tmp_path / "base.yaml").write_text("world:\n  scenes: 30\n  speech: 2\npretrain:\n  model:\n    hidden_size: 64\n"
+                                        "    num_hidden_layers: 2\n")
+    (tmp_path / "more.yaml").write_text("extends: base.yaml\nworld:\n  scenes: 60\npretrain:\n  model:\n"
+                                        "    num_hidden_layers: 3\n")
+    recipe = load_recipe(str(tmp_path / "more.yaml"))
+    assert recipe["name"] == "more" and "extends" not in recipe
+    world = build(WorldConfig, recipe["world"])
+    assert (world.scenes, world.speech) == (60, 2)
+    model = build(PretrainConfig, recipe["pretrain"], {"data": "d"}).model
+    assert (model["hidden_size"], model["num_hidden_layers"]) == (64, 3)
+    # by name, from the packaged recipes: tiny-full is tiny with more steps
+    tiny, full = load_recipe("tiny"), load_recipe("tiny-full")
+    assert full["pretrain"]["model"] == tiny["pretrain"]["model"]
+    assert full["pretrain"]["max_steps"] > tiny["pretrain"]["max_steps"]
+
+
+def test_a_recipe_that_extends_itself_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_recipe(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("extends: 3\n")
+    with pytest.raises(ConfigError, match="extends must name"):
+        load_recipe(str(tmp_path / "c.yaml"))

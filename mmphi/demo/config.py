@@ -9,6 +9,7 @@ from mmphi.config import check, opt
 
 @dataclass
 class DemoConfig:
+    recipe: str = opt("tiny", "recipe whose sections set every stage (filled from --recipe)", cli=False)
     out: str = opt("runs/demo", "folder for the whole journey (world/, one run folder per stage, report.md)")
     seed: int = opt(0, "random seed of every stage")
     quick: bool = opt(False, "a much shorter run (smoke test: a small world and a few steps per stage)")

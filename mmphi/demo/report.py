@@ -124,7 +124,8 @@ def write_demo_report(root: Path, state: dict) -> Path:
     stages = state["stages"]
     minutes = sum(v.get("minutes", 0) for v in stages.values())
     header = [f"# mmphi demo report{' (quick run)' if state.get('quick') else ''}", "",
-              f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+              f"Recipe `{state.get('recipe', 'tiny')}`. Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
+              f"torch {torch.__version__}, "
               f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}. Total {minutes:.1f} minutes.", "",
               markdown_table(["stage", "result"], [[k, v["line"]] for k, v in stages.items() if "line" in v]), ""]
     body = [START, "", "### What was trained", "", _training_table(root, state), "",

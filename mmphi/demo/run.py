@@ -35,7 +35,7 @@ OUTPUTS = ("world", "clip", "pretrain", "features", "align", "finetune", "eval",
 class Demo:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
-        self.recipe = load_recipe("tiny")
+        self.recipe = load_recipe(cfg.recipe)
         self.root = Path(cfg.out)
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file = self.root / "demo.json"
@@ -45,7 +45,11 @@ class Demo:
         if state and state.get("quick") != cfg.quick:
             raise MmphiError(f"{self.root} holds a {'quick' if state.get('quick') else 'full'} demo run; use another "
                              "--out, the same mode, or --restart")
-        self.state = state or {"quick": cfg.quick, "seed": cfg.seed, "stages": {}}
+        recipe = self.recipe["name"]
+        if state and state.get("recipe", "tiny") != recipe:
+            raise MmphiError(f"{self.root} holds a demo run of recipe {state.get('recipe', 'tiny')!r}, not "
+                             f"{recipe!r}; use another --out, the same --recipe, or --restart")
+        self.state = state or {"quick": cfg.quick, "seed": cfg.seed, "recipe": recipe, "stages": {}}
 
     def _clear(self) -> None:
         """Remove what earlier runs wrote here (stages would otherwise resume from their checkpoints)."""

@@ -66,3 +66,21 @@ def test_restart_clears_earlier_stage_outputs_but_nothing_else(tmp_path):
     assert demo.state["stages"] == {}
     assert not (out / "pretrain").exists() and not (out / "features").exists()
     assert not (out / "demo.json").exists() and (out / "my-notes.txt").read_text() == "keep me"
+
+
+def test_the_demo_runs_the_recipe_it_is_given(tmp_path, capsys):
+    from mmphi.demo.config import DemoConfig
+    from mmphi.demo.run import Demo
+    from mmphi.lm.config import PretrainConfig
+
+    demo = Demo(DemoConfig(out=str(tmp_path / "full"), recipe="tiny-full"))
+    cfg = demo.settings("pretrain", PretrainConfig, data="w", out="o")
+    assert (cfg.max_steps, cfg.max_minutes, cfg.model["hidden_size"]) == (28800, 0, 128)  # tiny's model, more steps
+    assert demo.state["recipe"] == "tiny-full"
+
+    # --recipe reaches the demo, and a folder holding another recipe's run is not silently mixed with it
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.json").write_text(json.dumps({"quick": False, "seed": 0, "recipe": "tiny", "stages": {}}))
+    assert main(["demo", "--recipe", "tiny-full", "--out", str(out)]) != 0
+    assert "recipe 'tiny'" in capsys.readouterr().err
