@@ -29,6 +29,7 @@ QUICK = {
     "eval": {"limit": 60, "captions": 8},
 }
 STAGES = ("world", "clip", "pretrain", "embed", "align", "finetune", "eval", "bench", "report")
+TRAINED = ("world", "clip", "pretrain", "align", "finetune")  # recipe sections the demo needs
 OUTPUTS = ("world", "clip", "pretrain", "features", "align", "finetune", "eval", "bench")  # folders under --out
 
 
@@ -36,6 +37,11 @@ class Demo:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
+        missing = [s for s in TRAINED if not self.recipe.get(s)]
+        if missing:
+            raise MmphiError(f"recipe {self.recipe['name']!r} has no {', '.join(missing)} section: the demo trains "
+                             "every model from scratch on the shapes world (recipes tiny, tiny-full); run a recipe "
+                             "with pretrained models verb by verb (README)")
         self.root = Path(cfg.out)
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file = self.root / "demo.json"

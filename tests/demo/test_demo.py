@@ -84,3 +84,8 @@ def test_the_demo_runs_the_recipe_it_is_given(tmp_path, capsys):
     (out / "demo.json").write_text(json.dumps({"quick": False, "seed": 0, "recipe": "tiny", "stages": {}}))
     assert main(["demo", "--recipe", "tiny-full", "--out", str(out)]) != 0
     assert "recipe 'tiny'" in capsys.readouterr().err
+
+
+def test_a_recipe_without_the_models_the_demo_trains_is_refused(tmp_path, capsys):
+    assert main(["demo", "--recipe", "phi2", "--out", str(tmp_path / "d")]) != 0
+    assert "no clip section" in capsys.readouterr().err
