@@ -1,4 +1,7 @@
-"""``mmphi demo``: the whole tiny journey end to end on the embedded default, then a report.
+"""``mmphi demo``: the whole journey end to end on the embedded shapes world, then a report.
+
+The stages take their settings from ``--recipe`` (``tiny``, the default, or ``tiny-full``), which must
+have a section for every model the demo trains.
 
     world -> clip -> pretrain -> embed -> align -> finetune -> eval -> bench -> report
 
