@@ -125,8 +125,8 @@ def write_demo_report(root: Path, state: dict) -> Path:
     minutes = sum(v.get("minutes", 0) for v in stages.values())
     header = [f"# mmphi demo report{' (quick run)' if state.get('quick') else ''}", "",
               f"Recipe `{state.get('recipe', 'tiny')}`. Machine: {platform.machine()}, {os.cpu_count()} CPUs, "
-              f"torch {torch.__version__}, "
-              f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}. Total {minutes:.1f} minutes.", "",
+              f"torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'no GPU'}. "
+              f"Total {minutes:.1f} minutes.", "",
               markdown_table(["stage", "result"], [[k, v["line"]] for k, v in stages.items() if "line" in v]), ""]
     body = [START, "", "### What was trained", "", _training_table(root, state), "",
             "Loss curves: [CLIP](clip/loss.png) · [stage 0](pretrain/loss.png) · [stage 1](align/loss.png) · "
