@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from mmphi.config import load_recipe
+from mmphi.quiet import quiet_library_notices
 from mmphi.serve.app import build_app, error_app, launch
 from mmphi.serve.config import AppConfig
 
@@ -30,6 +31,7 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 def build_demo() -> tuple[gr.Blocks, AppConfig]:
     """The app on the configured model, or an error page explaining why it cannot run."""
+    quiet_library_notices()
     model = os.environ.get("MMPHI_MODEL", DEFAULT_MODEL)
     examples = os.environ.get("MMPHI_EXAMPLES", DEFAULT_EXAMPLES)
     asr_prompt = os.environ.get("MMPHI_ASR_PROMPT", (load_recipe("tiny").get("app") or {}).get("asr_prompt", ""))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from mmphi.config import ConfigError, add_arguments, from_args, load_recipe, recipe_names
 from mmphi.errors import MmphiError
+from mmphi.quiet import quiet_library_notices
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmphi {args.verb}: error: {err}", file=sys.stderr)
         return 2
     module, func = spec.target.split(":")
+    quiet_library_notices()
     try:
         result = getattr(importlib.import_module(module), func)(cfg)
     except MmphiError as err:

@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+from transformers import CLIPConfig, CLIPModel
 
 from mmphi.errors import MmphiError
 from mmphi.lm.model import VocabMap
+from mmphi.quiet import quiet_transformers
 from mmphi.tokenizer import load_tokenizer
 from mmphi.train.dist import process_state
 from mmphi.train.loop import fit
@@ -32,10 +33,13 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def image_processor(size: int) -> CLIPImageProcessor:
+def image_processor(size: int):
     """CLIP's preprocessing at ``size`` pixels (shapes-world images already have that size)."""
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                              image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
+    with quiet_transformers():  # without torchvision, resolving the class announces its PIL fallback: all we need
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                  image_mean=list(OPENAI_MEAN), image_std=list(OPENAI_STD))
 
 
 def _pairs(captions_file: Path) -> tuple[list[Path], list[list[str]]]:

@@ -14,18 +14,17 @@ mismatched weight; we therefore pass a vision config with the right ``projection
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 from torch import nn
 from transformers import AutoConfig, AutoImageProcessor, PretrainedConfig
-from transformers.utils import logging as hf_logging
 
 from mmphi.errors import MmphiError
+from mmphi.quiet import quiet_transformers
 
 MODES = ("patch", "pooled")
 
@@ -49,17 +48,6 @@ FAMILIES = {
 }
 # Vision-only checkpoints carry their own model_type.
 _VISION_ONLY = {"clip_vision_model": "clip", "siglip_vision_model": "siglip"}
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Loading a vision tower from a two-tower checkpoint lists every text weight as 'unexpected'."""
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(previous)
 
 
 def _vision_config(name_or_path: str) -> tuple[str, PretrainedConfig]:
@@ -116,7 +104,7 @@ class VisionEncoder(nn.Module):
 
         model_cls = getattr(transformers, spec.patch_cls if mode == "patch" else spec.pooled_cls)
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 tower, info = model_cls.from_pretrained(name_or_path, config=config, dtype=dtype,
                                                         output_loading_info=True)
                 processor = AutoImageProcessor.from_pretrained(name_or_path)
