@@ -176,8 +176,9 @@ class Assistant:
                 if reply.time_to_first_token_s is None:
                     reply.time_to_first_token_s = time.perf_counter() - start
                 ids.append(tok)
-                text = self.tokenizer.decode(ids, skip_special_tokens=True)
-                if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
+                # lstrip: the deltas add up to the reply's text (a BPE answer starts with a space token)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+                if text != shown and not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                     yield Event("token", text[len(shown):])
                     shown = text
         reply.tokens = len(ids)

@@ -30,7 +30,7 @@ def test_streaming_equals_non_streaming_greedy(assistant, scene):
     streamed = "".join(e.text for e in events if e.kind == "token")
     reply = assistant.reply(msgs, params)
     assert events[-1].kind == "done" and reply.tokens > 0
-    assert streamed.strip() == reply.text == events[-1].reply.text
+    assert streamed.rstrip() == reply.text == events[-1].reply.text
     assert reply.finish_reason in ("stop", "length")
 
 
@@ -145,3 +145,13 @@ def test_silent_audio_is_a_clear_error(assistant, tmp_path):
 
     with pytest.raises(NoSpeechError, match="no speech"):
         assistant.reply([Message("user", audio=path)])
+
+
+def test_streamed_deltas_add_up_to_the_reply_without_the_leading_space(assistant, scene, monkeypatch):
+    # BPE answers start with a space token (" yellow"); a client joining the deltas must get the reply's text.
+    ids = assistant.tokenizer(" yellow and blue").input_ids + [assistant.tokenizer.eos_token_id]
+    monkeypatch.setattr("mmphi.infer.assistant.stream_tokens", lambda *args, **kwargs: iter(ids))
+    events = list(assistant.stream([Message("user", "What colour?", image=scene)], GenerationParams(max_new_tokens=12)))
+    deltas = [e.text for e in events if e.kind == "token"]
+    assert "".join(deltas) == events[-1].reply.text == "yellow and blue"
+    assert all(deltas)
