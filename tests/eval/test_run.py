@@ -69,3 +69,22 @@ def test_eval_survives_a_scenes_file_it_cannot_read(tiny_mm_dir, small_world, tm
     res = json.loads((out / "results.json").read_text())
     assert res["vqa"]["typed"]["overall"]["n"] > 0 and "vqa_by_objects" not in res
     assert "not a shapes world's scenes file" in capsys.readouterr().err
+
+
+def test_spoken_questions_put_the_image_where_their_typed_twins_do(tiny_mm_dir, small_world, tmp_path, monkeypatch):
+    import mmphi.eval.run as run
+
+    asked: dict[str, list[dict]] = {}
+    real = run.answer_questions
+
+    def recording(model, tok, enc, items, images, with_image, desc, *args, **kwargs):
+        asked[desc] = list(items)
+        return real(model, tok, enc, items, images, with_image, desc, *args, **kwargs)
+
+    monkeypatch.setattr(run, "answer_questions", recording)
+    assert main(["eval", "--model", str(tiny_mm_dir), "--data", str(small_world / "test"), "--out",
+                 str(tmp_path / "e"), "--captions", "0", "--examples", "0"]) == 0
+    typed = {(it["record"], it["question"]): it["at_end"] for it in asked["vqa typed"]}
+    spoken = [(typed[(it["record"], it["spoken"])], it["at_end"]) for it in asked["vqa spoken"]]
+    assert len(spoken) == 4 and any(t for t, _ in spoken)  # this world has questions asked before the image
+    assert all(t == s for t, s in spoken)
