@@ -32,7 +32,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert all(ratio > 0 for ratio in bench["ratios"].values())
 
     report = (out / "report.md").read_text()
-    for heading in ("VQA", "blind", "WER", "loss", "By the number of objects in the scene"):
+    for heading in ("VQA", "blind", "WER", "loss", "By the number of objects in the scene", "Aims ("):
         assert heading in report, heading
     for png in ("pretrain/loss.png", "finetune/loss.png"):
         assert (out / png).stat().st_size > 1000
@@ -89,3 +89,16 @@ def test_the_demo_runs_the_recipe_it_is_given(tmp_path, capsys):
 def test_a_recipe_without_the_models_the_demo_trains_is_refused(tmp_path, capsys):
     assert main(["demo", "--recipe", "phi2", "--out", str(tmp_path / "d")]) != 0
     assert "no clip section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("accuracy", "verdict"), [
+    ({"colour": 0.95, "shape": 0.90, "count": 0.95, "position": 0.85, "yesno": 0.851}, "met for every type."),
+    ({"colour": 0.95, "shape": 0.899, "count": 0.97, "position": 0.6, "yesno": 0.9},
+     "met for colour, count, yesno; not yet for shape (89.9%), position (60.0%)."),
+    ({"colour": 0.5, "count": 0.5}, "met for none yet: colour (50.0%), count (50.0%)."),
+])
+def test_report_says_which_types_reach_their_aim(accuracy, verdict):
+    from mmphi.demo.report import aims_line
+
+    typed = {k: {"accuracy": v, "n": 10} for k, v in {**accuracy, "overall": 0.99}.items()}
+    assert aims_line(typed).endswith(f"): {verdict}")
