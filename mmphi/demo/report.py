@@ -13,7 +13,7 @@ from mmphi.eval.report import by_objects_section
 from mmphi.eval.tables import accuracy_table, markdown_table, pct
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# What the multimodal stages aim for on the shapes world's test questions, per type (README, docs/accuracy.md).
+# What the multimodal stages aim for on the shapes world, per question type (README, docs/accuracy.md).
 AIMS = {"colour": 0.90, "shape": 0.90, "count": 0.95, "position": 0.85, "yesno": 0.85}
 
 
@@ -83,7 +83,9 @@ def aims_line(typed: dict) -> str:
     asked = [k for k in AIMS if k in typed]
     met = [k for k in asked if typed[k]["accuracy"] >= AIMS[k]]
     short = [f"{k} ({pct(typed[k]['accuracy'])}%)" for k in asked if k not in met]
-    if not short:
+    if not asked:
+        verdict = "no questions of these types in this run."
+    elif not short:
         verdict = "met for every type."
     elif not met:
         verdict = f"met for none yet: {', '.join(short)}."

@@ -96,6 +96,7 @@ def test_a_recipe_without_the_models_the_demo_trains_is_refused(tmp_path, capsys
     ({"colour": 0.95, "shape": 0.899, "count": 0.97, "position": 0.6, "yesno": 0.9},
      "met for colour, count, yesno; not yet for shape (89.9%), position (60.0%)."),
     ({"colour": 0.5, "count": 0.5}, "met for none yet: colour (50.0%), count (50.0%)."),
+    ({}, "no questions of these types in this run."),
 ])
 def test_report_says_which_types_reach_their_aim(accuracy, verdict):
     from mmphi.demo.report import aims_line
