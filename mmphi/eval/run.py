@@ -77,14 +77,13 @@ def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key:
         t = asr.transcribe(split / it["audio"])
         heard.append(t.text)
         audio_s, busy_s = audio_s + t.duration_s, busy_s + t.elapsed_s
+    twins = [typed_by_key.get((it["record"], it["question"])) for it in items]  # the same question, typed
     # asked with the image where its typed twin has it, so the two columns differ only by speech
     questions = [{"type": it["type"], "question": h, "answer": it["answer"], "image": it["image"],
-                  "record": it["record"], "spoken": it["question"],
-                  "at_end": typed_by_key.get((it["record"], it["question"]), {}).get("at_end", False)}
-                 for it, h in zip(items, heard, strict=True)]
+                  "record": it["record"], "spoken": it["question"], "at_end": (twin or {}).get("at_end", False)}
+                 for it, h, twin in zip(items, heard, twins, strict=True)]
     rows = answer_questions(model, tok, enc, questions, images, True, "vqa spoken")
-    same = [typed_by_key[(it["record"], it["question"])] for it in items if (it["record"], it["question"])
-            in typed_by_key]
+    same = [twin for twin in twins if twin is not None]
     return {"spoken": accuracy_by_type(rows), "typed_same_questions": accuracy_by_type(same),
             "asr": {"wer": word_error_rate([it["question"] for it in items], heard), "n": len(items),
                     "audio_s": round(audio_s, 1), "real_time_factor": busy_s / max(audio_s, 1e-9),
