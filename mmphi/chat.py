@@ -14,6 +14,9 @@ IMAGE = "<image>"
 EOS = "<|endoftext|>"
 USER = "USER:"
 ASSISTANT = "ASSISTANT:"
+# What stage 1 asks of an image (and the stage-0 corpus of its description, so the LM knows the words).
+CAPTION_PROMPTS = ("Describe the image briefly.", "Write a short caption for this image.",
+                   "What is in this picture? Answer in one sentence.", "Caption this image.")
 LLAVA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 

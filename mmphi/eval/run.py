@@ -93,8 +93,8 @@ def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key:
 
 
 def _captions(cfg: EvalConfig, split: Path, model, tok, enc, images) -> dict:
+    from mmphi.chat import CAPTION_PROMPTS
     from mmphi.mm.answer import greedy_answers
-    from mmphi.mm.data import CAPTION_PROMPTS
 
     coco = json.loads(_require(split, "captions.json").read_text())
     refs: dict[int, list[str]] = {}
@@ -163,10 +163,11 @@ def _text_only(cfg: EvalConfig, split: Path, out: Path, results: dict) -> dict:
     """A plain LM: perplexity, and questions answered from the scene described in words."""
     from transformers import AutoModelForCausalLM
 
+    from mmphi.bundled import resolve_model
     from mmphi.lm.textqa import text_qa_accuracy
     from mmphi.tokenizer import load_tokenizer
 
-    lm = AutoModelForCausalLM.from_pretrained(cfg.model)
+    lm = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model))
     tok = load_tokenizer(cfg.model)
     if (split / "corpus.txt").exists():
         results["perplexity"] = corpus_perplexity(lm, tok, split / "corpus.txt")

@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmphi.chat import ASSISTANT, IMAGE, user_prefix
+from mmphi.chat import ASSISTANT, CAPTION_PROMPTS, IMAGE, user_prefix
 from mmphi.errors import MmphiError
 
 IGNORE = -100
-CAPTION_PROMPTS = ("Describe the image briefly.", "Write a short caption for this image.",
-                   "What is in this picture? Answer in one sentence.", "Caption this image.")
 
 
 class DataError(MmphiError):

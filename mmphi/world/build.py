@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mmphi.chat import EOS, IMAGE, format_conversation, with_image
+from mmphi.chat import CAPTION_PROMPTS, EOS, IMAGE, format_conversation, with_image
 from mmphi.world import language, scenes
 from mmphi.world.config import WorldConfig
 from mmphi.world.speech import VOICES, espeak_path, speak_many
@@ -77,6 +77,8 @@ def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str], 
     first_q = turns[0][1]
     first = f"{first_q}\n{desc}" if rng.random() < 0.5 else f"{desc}\n{first_q}"
     rounds = [(first, turns[0][2])] + [(q, a) for _, q, a in turns[1:]]
+    if cfg.corpus_captions and rng.random() < cfg.corpus_captions:  # no draw at 0: older worlds stay the same
+        rounds.append((CAPTION_PROMPTS[int(rng.integers(len(CAPTION_PROMPTS)))], caps[int(rng.integers(len(caps)))]))
     text = format_conversation(rounds)
     return text[: -len(EOS)]  # the corpus preparer puts EOS between documents
 

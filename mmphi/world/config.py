@@ -23,6 +23,9 @@ class WorldConfig:
     corpus_rounds: list[int] = opt([2, 5], "question rounds per corpus document: min,max")
     corpus_describe: float = opt(
         1.0, "chance that a corpus document may ask to describe the scene (answers that copy the description)")
+    corpus_captions: float = opt(
+        0.0, "chance that a corpus document ends with a caption round (a stage-1 caption prompt answered with one "
+             "of the scene's captions), so the LM knows every word that stage 1's captions use")
     corpus_descriptions: Literal["canonical", "paraphrased"] = opt(
         "paraphrased", "how corpus documents describe the scene: the canonical description, or any full caption")
 
@@ -38,4 +41,5 @@ class WorldConfig:
         check(1 <= self.max_turns <= 6, f"max_turns must be in 1..6, got {self.max_turns}")
         check(len(self.corpus_rounds) == 2 and 1 <= self.corpus_rounds[0] <= self.corpus_rounds[1] <= 12,
               f"corpus_rounds must be min,max with 1 <= min <= max <= 12, got {self.corpus_rounds}")
+        check(0 <= self.corpus_captions <= 1, f"corpus_captions must be in [0, 1], got {self.corpus_captions}")
         check(0 <= self.corpus_describe <= 1, f"corpus_describe must be in [0, 1], got {self.corpus_describe}")
