@@ -25,6 +25,7 @@ class Verb:
     config: str  # "module:Class" of the settings dataclass (a light module: no torch import)
     target: str  # "module:function" that runs the verb
     help: str
+    recipe: str = "tiny"  # the recipe --recipe defaults to
 
     def config_class(self) -> type:
         module, name = self.config.split(":")
@@ -40,6 +41,10 @@ VERBS: dict[str, Verb] = {
                     "sample clean pretraining text from a teacher LM (e.g. Phi-2) in batches into JSONL"),
     "pretrain": Verb("mmphi.lm.config:PretrainConfig", "mmphi.lm.pretrain:pretrain",
                      "stage 0: pretrain a Phi-architecture LM from scratch with Phi-2's tokenizer"),
+    "base": Verb("mmphi.lm.config:BaseConfig", "mmphi.lm.base:make_base",
+                 "make the bundled tiny Phi base (mmphi/tiny-phi-base): its own world, stage 0 with the compute "
+                 "the binding needs (about 45-70 minutes on 2 CPU cores), a fresh-world text-QA check, the model card",
+                 recipe="tiny-base"),
     "clip": Verb("mmphi.vision.clip_config:ClipConfig", "mmphi.vision.clip_train:train_clip",
                  "train the tiny recipe's own small CLIP (vision + text towers) on image/caption pairs"),
     "embed": Verb("mmphi.vision.config:EmbedConfig", "mmphi.vision.embed:embed",
@@ -71,17 +76,17 @@ def _parser(verb: str | None, recipe: dict) -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="verb", metavar="VERB")
     for name, v in VERBS.items():
         p = sub.add_parser(name, help=v.help, description=v.help)
-        p.add_argument("--recipe", default="tiny",
+        p.add_argument("--recipe", default=v.recipe,
                        help="recipe name (" + ", ".join(recipe_names()) + ") or path to a YAML file "
-                            "(default: tiny)")
+                            f"(default: {v.recipe})")
         if name == verb:
             add_arguments(p, v.config_class(), recipe.get(name) or {})
     return root
 
 
-def _peek_recipe(argv: list[str]) -> str:
+def _peek_recipe(argv: list[str], default: str) -> str:
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--recipe", default="tiny")
+    pre.add_argument("--recipe", default=default)
     known, _ = pre.parse_known_args(argv)
     return known.recipe
 
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     try:
-        recipe = load_recipe(_peek_recipe(argv)) if verb in VERBS else {}
+        recipe = load_recipe(_peek_recipe(argv, VERBS[verb].recipe)) if verb in VERBS else {}
     except ConfigError as err:
         print(f"mmphi: error: {err}", file=sys.stderr)
         return 2

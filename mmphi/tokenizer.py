@@ -52,14 +52,17 @@ def build_offline_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def load_tokenizer(name_or_path: str = OFFLINE) -> PreTrainedTokenizerBase:
-    """``offline`` builds Phi-2's base vocabulary locally; anything else goes to ``AutoTokenizer``.
+    """``offline`` builds Phi-2's base vocabulary locally; anything else (a folder, a hub id, a bundled
+    model's name) goes to ``AutoTokenizer``.
 
     Phi-2 has no pad token; ``<|endoftext|>`` is reused as pad. Attention masks are always
     built from lengths, never from ``input_ids != pad_id`` (which would also hide real EOS).
     """
     if name_or_path == OFFLINE:
         return build_offline_tokenizer()
-    tok = AutoTokenizer.from_pretrained(name_or_path)
+    from mmphi.bundled import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(name_or_path))
     if tok.eos_token is None:
         raise ValueError(f"tokenizer {name_or_path!r} has no EOS token")
     if tok.pad_token is None:

@@ -78,3 +78,29 @@ class PretrainConfig(TrainArgs):
         check(self.text_qa >= 0, "text_qa must be >= 0")
         size = self.model.get("max_position_embeddings", 2048)
         check(self.seq_len <= size, f"seq_len {self.seq_len} exceeds the model's max_position_embeddings {size}")
+
+
+@dataclass
+class BaseConfig:
+    recipe: str = opt("tiny-base", "recipe whose world and pretrain sections make the base (filled from --recipe)",
+                      cli=False)
+    out: str = opt("runs/base", "work folder: world/, pretrain/ (a resumable run), check-world/, model/")
+    into: str = opt("", "where to write the bundled model folder (default: OUT/model); "
+                        "mmphi/models/tiny-phi-base replaces the one mmphi ships")
+    name: str = opt("mmphi/tiny-phi-base", "the bundled name the model card gives the model")
+    max_steps: int = opt(0, "stage-0 steps; 0 = the recipe's (tests use a few)")
+    extend_to: int = opt(0, "then resume stage 0 up to this many steps, the cosine schedule stretched to the new end "
+                            "(so the rate warms back up, as docs/accuracy.md's best LM was made); 0 = stop there")
+    scenes: int = opt(0, "image scenes of the base's world; 0 = the recipe's")
+    corpus_scenes: int = opt(-1, "extra text-only corpus scenes; -1 = the recipe's")
+    check_seed: int = opt(1001, "seed of a fresh world whose val split checks the base's text QA")
+    check_scenes: int = opt(4000, "scenes of that fresh world (its val split holds a tenth of them)")
+    check_questions: int = opt(600, "held-out text questions the check asks")
+
+    def __post_init__(self) -> None:
+        check(bool(self.out), "out must be a folder")
+        check(self.max_steps >= 0 and self.scenes >= 0, "max_steps and scenes must be >= 0")
+        check(self.extend_to >= 0, "extend_to must be >= 0")
+        check(self.corpus_scenes >= -1, "corpus_scenes must be >= 0 (or -1 for the recipe's)")
+        check(self.check_scenes >= 30 and self.check_questions > 0, "check_scenes >= 30 and check_questions > 0")
+        check(self.name.startswith("mmphi/"), f"a bundled name starts with 'mmphi/', got {self.name!r}")

@@ -17,10 +17,13 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 
 
 def load_causal_lm(source: str, quantize: bool = False, device: torch.device | None = None):
-    """``AutoModelForCausalLM`` from a folder or hub id; with ``quantize``, every linear layer but the
-    LM head in 4-bit NF4 with double quantisation (QLoRA's recipe)."""
+    """``AutoModelForCausalLM`` from a folder, a hub id or a bundled name (``mmphi/tiny-phi-base``); with
+    ``quantize``, every linear layer but the LM head in 4-bit NF4 with double quantisation (QLoRA's recipe)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    from mmphi.bundled import resolve_model
+
+    source = resolve_model(source)
     device = device or default_device()
     dtype = compute_dtype(device)
     try:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmphi.bundled import resolve_model
 from mmphi.errors import MmphiError
 from mmphi.lm.model import VocabMap, head_logits, live_vocab
 from mmphi.mm.projector import build_projector
@@ -146,8 +147,8 @@ class MultimodalLM(nn.Module):
 
 
 def _copy_or_reference(source: str, dest: Path) -> str:
-    """Local model folders are copied in (self-contained output); hub ids are referenced."""
-    src = Path(source)
+    """Local model folders (and bundled models) are copied in (self-contained output); hub ids are referenced."""
+    src = Path(resolve_model(source))
     if src.is_dir():
         if (src / "mmphi.json").exists() and (src / "lm").is_dir():  # a stage-1 output: take its LM
             src = src / "lm"
