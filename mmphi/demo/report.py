@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from mmphi.errors import MmphiError
 from mmphi.eval.report import by_objects_section
 from mmphi.eval.tables import accuracy_table, markdown_table, pct
 
@@ -36,11 +37,18 @@ def _training_table(root: Path, state: dict) -> str:
         # run.json's total counts the trained copy of the live embedding rows too; params.total is the model's
         rows.append(["tiny CLIP (vision + text towers)", _m(clip.get("params", {}).get("total", clip["total_params"])),
                      f"{s['samples']:,} image-caption pairs", f"{stages['clip']['minutes']:.1f}"])
+    base = base_facts(state)
     if pre:
         s = stages["pretrain"]["summary"]
-        rows.append([f"Phi LM from scratch ({_m(pre['params']['body'])} in the blocks, live vocabulary "
-                     f"{pre.get('live_vocab', 'all')} ids)", _m(pre["params"]["total"]), f"{s['tokens']:,} tokens",
+        role = "stages 1-2 build on it" if _own_base(root, state) else "the stage-0 demonstration"
+        cut = f"; cut at step {s['steps']} of {s['max_steps']} by the time cap" if s.get("cut_by_time_cap") else ""
+        rows.append([f"Phi LM from scratch, {role} ({_m(pre['params']['body'])} in the blocks, live vocabulary "
+                     f"{pre.get('live_vocab', 'all')} ids{cut})", _m(pre["params"]["total"]), f"{s['tokens']:,} tokens",
                      f"{stages['pretrain']['minutes']:.1f}"])
+    if base is not None:
+        t = base["training"]
+        rows.append([f"`{base['name']}`, the bundled base stages 1-2 build on (pretrained by `{base['command']}`, "
+                     "not in this run)", _m(base["params"]["total"]), f"{t['tokens']:,} tokens", f"({t['minutes']})"])
     if align:
         s = stages["align"]["summary"]
         picked = s.get("candidates")
@@ -61,19 +69,69 @@ def _training_table(root: Path, state: dict) -> str:
     return markdown_table(["model", "parameters", "trained on", "minutes"], rows)
 
 
-def _stage0(root: Path) -> list[str]:
+def _own_base(root: Path, state: dict) -> bool:
+    """Do stages 1-2 build on this run's own stage 0?"""
+    lm = state.get("lm")
+    return lm is None or Path(lm).resolve() == (root / "pretrain" / "final").resolve()
+
+
+def base_facts(state: dict) -> dict | None:
+    """The bundle.json of the bundled (or bundle-like) base stages 1-2 built on, if they did."""
+    from mmphi.bundled import resolve_model
+
+    lm = state.get("lm")
+    if not lm:
+        return None
+    try:
+        facts = Path(resolve_model(lm)) / "bundle.json"
+    except MmphiError:
+        return None
+    return json.loads(facts.read_text()) if facts.exists() else None
+
+
+def _base_lines(state: dict, s: dict) -> list[str]:
+    base = base_facts(state)
+    if base is None:
+        return [f"Stages 1-2 build on `{state['lm']}`.", ""] if state.get("lm") and "reference" not in s else []
+    t, fresh = base["training"], base["text_qa"]["fresh_val"]["accuracy"]["overall"]
+    return [f"Stages 1-2 build on `{base['name']}`, the pretrained base mmphi ships (as the phi2 recipe builds on "
+            f"microsoft/phi-2): the same architecture pretrained by `{base['command']}` for {t['steps']:,} steps "
+            f"({t['tokens']:,} tokens, {t['minutes']} minutes on {t['machine']}) on a world of its own, text QA "
+            f"{pct(fresh['accuracy'])}% on a fresh world's val split (its model card: "
+            f"`mmphi/models/{base['name'].split('/', 1)[1]}/README.md`). This run's stage 0 trains that architecture "
+            "from scratch on this run's world, to show pretraining at work:", ""]
+
+
+def _stage0(root: Path, state: dict) -> list[str]:
     s = _read(root, "pretrain", "summary.json")
     if not s:
         return []
-    lines = ["### Stage 0: pretraining from scratch", "",
+    lines = ["### Stage 0: pretraining from scratch", "", *_base_lines(state, s),
              f"- initial val loss {s['initial_loss']:.3f} over the {s.get('live_vocab')} token ids the corpus uses "
              f"(the same random model over Phi-2's full vocabulary: {s.get('initial_loss_full_vocab') or 0:.3f})",
              f"- val loss reached initial - 1 = {s['target_loss']:.3f} at step {s['step_reached_target']}",
-             f"- final val loss {s['final_val_loss']:.3f} after {s['steps']} steps ({s['tokens']:,} tokens)", ""]
+             f"- final val loss {s['final_val_loss']:.3f} after {s['steps']} steps ({s['tokens']:,} tokens)"]
+    if s.get("cut_by_time_cap"):
+        lines.append(f"- cut by the {s['cut_by_time_cap']}-minute cap at step {s['steps']} of {s['max_steps']}")
+    if "reference" in s:
+        lines.append(f"- on the same held-out tokens, over Phi-2's full vocabulary: this run "
+                     f"{s['final_val_loss_full_vocab']:.3f}, `{s['reference']}` {s['reference_val_loss']:.3f}")
+    lines.append("")
     if "text_qa" in s:
-        lines += ["Held-out questions answered from the scene *described in words* (greedy), in all and by "
-                  "the number of objects in the scene:", "",
-                  accuracy_table({"all": s["text_qa"]["accuracy"], **s["text_qa"].get("by_objects", {})}), ""]
+        qa = s["text_qa"]
+        if "reference_text_qa" in s:
+            ref = s["reference_text_qa"]
+            columns = {f"from scratch, {s['steps']} steps": qa["accuracy"], s["reference"]: ref["accuracy"],
+                       **ref.get("by_objects", {})}
+            lines += ["Held-out questions answered from the scene *described in words* (greedy): this run's LM and "
+                      f"`{s['reference']}` on the same questions, then `{s['reference']}` by the number of objects in "
+                      "the scene:", "", accuracy_table(columns), ""]
+        else:
+            lines += ["Held-out questions answered from the scene *described in words* (greedy), in all and by "
+                      "the number of objects in the scene:", "",
+                      accuracy_table({"all": qa["accuracy"], **qa.get("by_objects", {})}), ""]
+    if (root / "pretrain" / "loss_vs_reference.png").exists():
+        lines += ["![stage 0 beside the base](pretrain/loss_vs_reference.png)", ""]
     return [*lines, "![stage 0 loss](pretrain/loss.png)", ""]
 
 
@@ -151,7 +209,7 @@ def write_demo_report(root: Path, state: dict) -> Path:
     body = [START, "", "### What was trained", "", _training_table(root, state), "",
             "Loss curves: [CLIP](clip/loss.png) · [stage 0](pretrain/loss.png) · [stage 1](align/loss.png) · "
             "[stage 2](finetune/loss.png)", "",
-            *_stage0(root), *_eval(root), *_bench(state), END, ""]
+            *_stage0(root, state), *_eval(root), *_bench(state), END, ""]
     path = root / "report.md"
     path.write_text("\n".join(header + body))
     return path

@@ -1,7 +1,10 @@
 """``mmphi demo``: the whole journey end to end on the embedded shapes world, then a report.
 
 The stages take their settings from ``--recipe`` (``tiny``, the default, or ``tiny-full``), which must
-have a section for every model the demo trains.
+have a section for every model the demo trains. Stages 1-2 build on the recipe's ``align.lm`` (tiny: the
+bundled base ``mmphi/tiny-phi-base``; ``--lm`` overrides), and stage 0 is then a demonstration of
+pretraining from scratch, compared with that base on the same held-out tokens; a recipe that names no
+base (tiny-full) builds stages 1-2 on its own stage 0.
 
     world -> clip -> pretrain -> embed -> align -> finetune -> eval -> bench -> report
 
@@ -43,8 +46,8 @@ class Demo:
         missing = [s for s in TRAINED if not self.recipe.get(s)]
         if missing:
             raise MmphiError(f"recipe {self.recipe['name']!r} has no {', '.join(missing)} section: the demo trains "
-                             "every model from scratch on the shapes world (recipes tiny, tiny-full); run a recipe "
-                             "with pretrained models verb by verb (README)")
+                             "a CLIP, a stage-0 LM and stages 1-2 on the shapes world (recipes tiny, tiny-full); run "
+                             "a recipe with pretrained models verb by verb (README)")
         self.root = Path(cfg.out)
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file = self.root / "demo.json"
@@ -59,6 +62,10 @@ class Demo:
             raise MmphiError(f"{self.root} holds a demo run of recipe {state.get('recipe', 'tiny')!r}, not "
                              f"{recipe!r}; use another --out, the same --recipe, or --restart")
         self.state = state or {"quick": cfg.quick, "seed": cfg.seed, "recipe": recipe, "stages": {}}
+        if state and state.get("lm", self.base_lm) != self.base_lm:
+            raise MmphiError(f"{self.root} holds a demo run built on {state['lm']!r}, not {self.base_lm!r}; use "
+                             "another --out, the same --lm, or --restart")
+        self.state["lm"] = self.base_lm
 
     def _clear(self) -> None:
         """Remove what earlier runs wrote here (stages would otherwise resume from their checkpoints)."""
@@ -126,12 +133,17 @@ class Demo:
                                              out=str(self.path("features"))))
         return out
 
+    @property
+    def base_lm(self) -> str:
+        """The LM under stages 1-2: --lm, else the recipe's align.lm, else this run's stage 0."""
+        return self.cfg.lm or (self.recipe.get("align") or {}).get("lm") or str(self.path("pretrain", "final"))
+
     def align(self) -> dict:
         from mmphi.mm.config import AlignConfig
         from mmphi.mm.stages import align
 
         return align(self.settings("align", AlignConfig, data=str(self.path("world")),
-                                   features=str(self.path("features")), lm=str(self.path("pretrain", "final")),
+                                   features=str(self.path("features")), lm=self.base_lm,
                                    vision=str(self.path("clip", "final")), out=str(self.path("align"))))
 
     def finetune(self) -> dict:
@@ -175,8 +187,9 @@ def run_demo(cfg: DemoConfig) -> dict:
                                       f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps")
     d.stage("pretrain", d.pretrain, lambda s: (
         f"val loss {s['initial_loss']:.2f} -> {s['final_val_loss']:.3f} (initial - 1 at step "
-        f"{s['step_reached_target']}), text QA {_pct(s['text_qa']['accuracy']['overall']['accuracy'])}, "
-        f"{s['tokens']:,} tokens"))
+        f"{s['step_reached_target']}), text QA {_pct(s['text_qa']['accuracy']['overall']['accuracy'])}"
+        + (f" ({s['reference']}: {_pct(s['reference_text_qa']['accuracy']['overall']['accuracy'])})"
+           if "reference_text_qa" in s else "") + f", {s['tokens']:,} tokens"))
     d.stage("embed", d.embed, lambda s: f"{s['val']['store_images']} train+val images in the "
                                         "feature store")
     d.stage("align", d.align, lambda s: (

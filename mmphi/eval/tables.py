@@ -176,8 +176,9 @@ def line_chart(
     xlabel: str,
     ylabel: str,
     hlines: Mapping[str, float] | None = None,
+    logx: bool = False,
 ) -> Path:
-    """A line chart PNG of several (x, y) series, e.g. train and eval loss against step.
+    """A line chart PNG of several (x, y) series, e.g. train and eval loss against step (``logx``: log x axis).
 
     ``hlines`` adds labelled dashed horizontal references (e.g. ``{"initial - 1": 9.8}``) so a
     reader can see at a glance whether a curve cleared a target. Returns the path written.
@@ -193,6 +194,8 @@ def line_chart(
         ax.plot(list(xs), list(ys), label=name, marker="o" if len(xs) <= 20 else None, markersize=4, linewidth=1.5)
     for label, y in (hlines or {}).items():
         ax.axhline(float(y), linestyle="--", linewidth=1.0, color="grey", label=f"{label} ({y:.3g})")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

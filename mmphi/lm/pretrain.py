@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, PhiForCausalLM
 
+from mmphi.bundled import resolve_model
 from mmphi.lm.config import PretrainConfig
 from mmphi.lm.corpus import load_doc_starts, load_tokens, prepare_corpus
 from mmphi.lm.loading import fuse_gelu
@@ -173,19 +174,40 @@ def _report(cfg: PretrainConfig, run: RunDir, result: dict, facts: dict, val: np
     tokenizer = load_tokenizer(str(run.final))
     windows = cfg.eval_batches * cfg.batch_size
     summary["final_val_loss_full_vocab"] = lm_loss(lm, val, cfg.seq_len, windows, starts=starts)
-    if cfg.reference:
-        ref = AutoModelForCausalLM.from_pretrained(cfg.reference)
-        summary["reference"] = cfg.reference
-        summary["reference_val_loss"] = lm_loss(ref, val, cfg.seq_len, windows, starts=starts)
-        summary["gap_to_reference"] = summary["final_val_loss_full_vocab"] - summary["reference_val_loss"]
     world = Path(cfg.data)
-    if cfg.text_qa and (world / "world.json").exists():
+    qa = bool(cfg.text_qa and (world / "world.json").exists())
+    if qa:
         from mmphi.lm.textqa import text_qa_accuracy
 
         summary["text_qa"] = text_qa_accuracy(lm, tokenizer, world / "val", cfg.text_qa)
+    if cfg.reference:
+        ref_dir = resolve_model(cfg.reference)
+        ref = AutoModelForCausalLM.from_pretrained(ref_dir)
+        summary["reference"] = cfg.reference
+        summary["reference_val_loss"] = lm_loss(ref, val, cfg.seq_len, windows, starts=starts)
+        summary["gap_to_reference"] = summary["final_val_loss_full_vocab"] - summary["reference_val_loss"]
+        if qa:  # the same held-out questions through the reference
+            summary["reference_text_qa"] = text_qa_accuracy(ref, load_tokenizer(ref_dir), world / "val", cfg.text_qa)
+        _plot_beside_reference(run, Path(ref_dir), cfg.reference)
     run.write_json("summary.json", summary)
     _print(summary)
     return summary
+
+
+def _plot_beside_reference(run: RunDir, ref_dir: Path, name: str) -> None:
+    """``loss_vs_reference.png``: this run's val loss beside the reference's own (a bundled base ships its
+    curve in curve.json), on a log step axis since the reference trained far longer."""
+    curve = ref_dir / "curve.json"
+    if not curve.exists():
+        return
+    from mmphi.eval.tables import line_chart
+
+    ref = json.loads(curve.read_text())["val"]
+    own = [(m["step"], m["eval_loss"]) for m in run.metrics() if m.get("split") == "val" and "eval_loss" in m]
+    series = {"this run (val)": ([max(s, 1) for s, _ in own], [v for _, v in own]),
+              f"{name} (val, its own world)": ([max(s, 1) for s, _ in ref], [v for _, v in ref])}
+    line_chart(run.path / "loss_vs_reference.png", "stage 0 from scratch beside the pretrained base", series,
+               xlabel="step (log scale)", ylabel="val loss over the live vocabulary", logx=True)
 
 
 def _print(s: dict) -> None:
@@ -202,6 +224,9 @@ def _print(s: dict) -> None:
     if "reference_val_loss" in s:
         print(f"reference {s['reference']}: val loss {s['reference_val_loss']:.3f} "
               f"(gap {s['gap_to_reference']:+.3f})")
+    if "reference_text_qa" in s:
+        print(f"reference text QA on the same questions: "
+              f"{s['reference_text_qa']['accuracy']['overall']['accuracy'] * 100:.1f}%")
     if "text_qa" in s:
         acc = s["text_qa"]["accuracy"]
         print("text QA (scene described in words): " + json.dumps({k: round(v["accuracy"] * 100, 1)

@@ -240,7 +240,10 @@ class _Trainer:
             self.task.save_final(self.raw, self.run.final)
         self.acc.wait_for_everyone()
         s = self.state
-        return {"steps": s["step"], "elapsed_s": round(s["elapsed_s"], 1), "tokens": s["tokens"],
+        # A --max-minutes cap that stopped training early is part of the result: reports must say so.
+        cut = {"cut_by_time_cap": self.args.max_minutes} if s["step"] < self.args.max_steps else {}
+        return {"steps": s["step"], "max_steps": self.args.max_steps, **cut,
+                "elapsed_s": round(s["elapsed_s"], 1), "tokens": s["tokens"],
                 "samples": s["samples"], "initial_val_loss": s.get("initial_val_loss"),
                 "final_val_loss": s["final_val_loss"], "world_size": self.world,
                 "trainable_params": self.facts["trainable_params"], "total_params": self.facts["total_params"]}

@@ -34,7 +34,13 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     report = (out / "report.md").read_text()
     for heading in ("VQA", "blind", "WER", "loss", "By the number of objects in the scene", "Aims ("):
         assert heading in report, heading
-    for png in ("pretrain/loss.png", "finetune/loss.png"):
+    # Stages 1-2 stand on the bundled base (copied in: the model folder is self-contained); stage 0 is
+    # the from-scratch demonstration, compared with that base on the same held-out tokens.
+    assert json.loads((out / "finetune" / "final" / "lm" / "bundle.json").read_text())["name"] == "mmphi/tiny-phi-base"
+    pre = state["stages"]["pretrain"]["summary"]
+    assert pre["reference"] == "mmphi/tiny-phi-base" and pre["reference_val_loss"] < pre["final_val_loss_full_vocab"]
+    assert "Stages 1-2 build on `mmphi/tiny-phi-base`" in report
+    for png in ("pretrain/loss.png", "pretrain/loss_vs_reference.png", "finetune/loss.png"):
         assert (out / png).stat().st_size > 1000
 
     # A second run finds every stage done and only rewrites the report.
@@ -77,6 +83,7 @@ def test_the_demo_runs_the_recipe_it_is_given(tmp_path, capsys):
     cfg = demo.settings("pretrain", PretrainConfig, data="w", out="o")
     assert (cfg.max_steps, cfg.max_minutes, cfg.model["hidden_size"]) == (28800, 0, 128)  # tiny's model, more steps
     assert demo.state["recipe"] == "tiny-full"
+    assert demo.base_lm == str(tmp_path / "full" / "pretrain" / "final")  # tiny-full: stages 1-2 on its own stage 0
 
     # --recipe reaches the demo, and a folder holding another recipe's run is not silently mixed with it
     out = tmp_path / "demo"
@@ -103,3 +110,20 @@ def test_report_says_which_types_reach_their_aim(accuracy, verdict):
 
     typed = {k: {"accuracy": v, "n": 10} for k, v in {**accuracy, "overall": 0.99}.items()}
     assert aims_line(typed).endswith(f"): {verdict}")
+
+
+def test_the_tiny_demo_builds_on_the_bundled_base_and_lm_overrides_it(tmp_path, capsys):
+    from mmphi.demo.config import DemoConfig
+    from mmphi.demo.run import Demo
+    from mmphi.lm.config import PretrainConfig
+
+    demo = Demo(DemoConfig(out=str(tmp_path / "d")))
+    assert demo.base_lm == "mmphi/tiny-phi-base" and demo.state["lm"] == "mmphi/tiny-phi-base"
+    pre = demo.settings("pretrain", PretrainConfig, data="w", out="o")
+    assert pre.reference == "mmphi/tiny-phi-base" and pre.max_minutes == 0  # a step budget, compared with the base
+    assert Demo(DemoConfig(out=str(tmp_path / "e"), lm="some/folder")).base_lm == "some/folder"
+
+    # a folder that holds a run on another base is not silently mixed with this one
+    (tmp_path / "d" / "demo.json").write_text(json.dumps({**demo.state, "lm": "other/lm"}))
+    assert main(["demo", "--out", str(tmp_path / "d")]) != 0
+    assert "built on 'other/lm'" in capsys.readouterr().err
