@@ -35,8 +35,8 @@ def model_card(f: dict) -> str:
         f"{f['command']} --out runs/base --into mmphi/models/{f['name'].split('/', 1)[1]}   # replace the bundled one",
         "```", "",
         f"Recipe `{f['recipe']}` (`configs/{f['recipe']}.yaml`), mmphi commit `{f.get('mmphi_commit')}`. Stage 0 "
-        "runs through `torch.compile`, so a rerun gives a model of the same quality, not the same bytes "
-        "(compiled runs differ in the last float digits).", "",
+        "runs through `torch.compile`, whose runs do not repeat bit for bit (two 40-step runs differed by up to 5e-7 "
+        "in loss): a rerun trains the same way on the same data but does not give these bytes.", "",
         "## Data", "",
         f"- its own shapes world, seed {world['seed']}: {settings['scenes']:,} scenes (train/val/test "
         f"{'/'.join(str(v) for v in world['splits'].values())}) and {settings['corpus_scenes']:,} extra text-only "
