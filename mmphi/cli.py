@@ -43,7 +43,8 @@ VERBS: dict[str, Verb] = {
                      "stage 0: pretrain a Phi-architecture LM from scratch with Phi-2's tokenizer"),
     "base": Verb("mmphi.lm.config:BaseConfig", "mmphi.lm.base:make_base",
                  "make the bundled tiny Phi base (mmphi/tiny-phi-base): its own world, stage 0 with the compute "
-                 "the binding needs (about 45-70 minutes on 2 CPU cores), a fresh-world text-QA check, the model card",
+                 "the binding needs (43,200 steps: 66 minutes on 2 CPU cores), a fresh-world text-QA check, "
+                 "the model card",
                  recipe="tiny-base"),
     "clip": Verb("mmphi.vision.clip_config:ClipConfig", "mmphi.vision.clip_train:train_clip",
                  "train the tiny recipe's own small CLIP (vision + text towers) on image/caption pairs"),
