@@ -52,6 +52,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def bundle_facts(name: str) -> dict:
-    """What ``bundle.json`` of a bundled model records (sha256, live vocabulary, training figures)."""
-    return json.loads((bundled_path(name) / "bundle.json").read_text())
+def bundle_facts(source: str) -> dict | None:
+    """What ``bundle.json`` of a bundled model (by name or folder) records: sha256, live vocabulary, training
+    figures; None for a model without one (a hub id, a plain folder, an unknown ``mmphi/`` name)."""
+    try:
+        facts = Path(resolve_model(source)) / "bundle.json"
+    except MmphiError:
+        return None
+    return json.loads(facts.read_text()) if facts.is_file() else None

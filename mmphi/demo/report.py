@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from mmphi.errors import MmphiError
 from mmphi.eval.report import by_objects_section
 from mmphi.eval.tables import accuracy_table, markdown_table, pct
 
@@ -77,16 +76,9 @@ def _own_base(root: Path, state: dict) -> bool:
 
 def base_facts(state: dict) -> dict | None:
     """The bundle.json of the bundled (or bundle-like) base stages 1-2 built on, if they did."""
-    from mmphi.bundled import resolve_model
+    from mmphi.bundled import bundle_facts
 
-    lm = state.get("lm")
-    if not lm:
-        return None
-    try:
-        facts = Path(resolve_model(lm)) / "bundle.json"
-    except MmphiError:
-        return None
-    return json.loads(facts.read_text()) if facts.exists() else None
+    return bundle_facts(state["lm"]) if state.get("lm") else None
 
 
 def _base_lines(state: dict, s: dict) -> list[str]:

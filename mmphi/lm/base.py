@@ -96,9 +96,9 @@ def _fresh_text_qa(model: Path, split: Path, limit: int) -> dict:
 def _facts(cfg: BaseConfig, pre: PretrainConfig, summary: dict, fresh: dict, world: dict) -> dict:
     """What the model card and bundle.json say: the command, data, training, figures."""
     command = "mmphi base" + (f" --recipe {cfg.recipe}" if cfg.recipe != "tiny-base" else "")
-    recipe = build(BaseConfig, load_recipe(cfg.recipe).get("base") or {})  # flags that differ from it are shown
+    defaults = build(BaseConfig, load_recipe(cfg.recipe).get("base") or {})  # flags that differ are shown
     for name in ("max_steps", "extend_to", "scenes", "corpus_scenes"):
-        if getattr(cfg, name) != getattr(recipe, name):
+        if getattr(cfg, name) != getattr(defaults, name):
             command += f" --{name.replace('_', '-')} {getattr(cfg, name)}"
     own = summary.get("text_qa", {})
     return {

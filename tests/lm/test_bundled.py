@@ -43,7 +43,7 @@ def test_the_bundled_name_resolves_to_the_package_folder_offline():
 
 def test_the_weights_are_the_ones_the_model_card_names():
     facts = bundle_facts(TINY_BASE)
-    assert sha256_of(bundled_path(TINY_BASE) / facts["weights"]) == facts["sha256"]
+    assert facts is not None and sha256_of(bundled_path(TINY_BASE) / facts["weights"]) == facts["sha256"]
     card = (BASE / "README.md").read_text()
     assert facts["sha256"] in card and facts["command"] in card
     assert len(_live_ids()) == facts["live_vocab"]
@@ -83,9 +83,9 @@ def test_a_freshly_generated_world_uses_no_id_outside_the_base_vocabulary(tmp_pa
     world = tmp_path / "w"
     build_world(build(WorldConfig, settings, {"out": str(world), "seed": 2027, "scenes": 400, "corpus_scenes": 400,
                                               "speech": 0}))
-    read, predicted = _world_ids(world, load_tokenizer(TINY_BASE))
-    live = _live_ids()
     tok = load_tokenizer(TINY_BASE)
+    read, predicted = _world_ids(world, tok)
+    live = _live_ids()
     assert not predicted - live, [tok.decode([i]) for i in predicted - live]
     assert not read - live - TEMPLATE_ONLY_INPUTS, [tok.decode([i]) for i in read - live - TEMPLATE_ONLY_INPUTS]
 
