@@ -4,6 +4,11 @@
     reply = assistant.reply([Message("user", "What colour is the circle?", image="scene.png")])
     for event in assistant.stream(messages): ...
 
+Any number of threads may call ``stream``/``reply`` at once: each request's audio is transcribed,
+its image encoded and its prompt embedded in the caller's thread, then its generation joins the
+running batch of the engine's :class:`~mmphi.infer.batching.BatchedGenerator` (up to ``max_batch``
+rows; more wait for a free row), each with its own sampling settings and stop conditions.
+
 A conversation is a list of ``Message``s; user turns may carry text, an image and/or audio.
 Audio is transcribed (Whisper) and joins the turn's text; the transcript is returned so the user
 sees what was heard. One image per conversation (the LLaVA-style template has one slot): if
@@ -23,7 +28,8 @@ from pathlib import Path
 import torch
 
 from mmphi.chat import IMAGE
-from mmphi.infer.generate import GenerationParams, stream_tokens
+from mmphi.infer.batching import BatchedGenerator
+from mmphi.infer.generate import GenerationParams
 from mmphi.infer.inputs import InputError, Message, PromptTooLong, load_image
 from mmphi.lm.loading import default_device
 from mmphi.mm.data import ChatEncoder
@@ -44,7 +50,7 @@ class Reply:
     transcripts: list[str] = field(default_factory=list)
     tokens: int = 0
     prompt_tokens: int = 0
-    finish_reason: str = "stop"  # "stop" (EOS), "length" (max_new_tokens) or "cancelled"
+    finish_reason: str = "stop"  # "stop" (EOS), "length" (max_new_tokens), "time" (time limit) or "cancelled"
     dropped_rounds: int = 0
     warnings: list[str] = field(default_factory=list)
     time_to_first_token_s: float | None = None
@@ -53,7 +59,7 @@ class Reply:
 
 class Assistant:
     def __init__(self, model, tokenizer, multimodal: bool, source: str, asr_model: str | None = None,
-                 asr_prompt: str | None = None):
+                 asr_prompt: str | None = None, max_batch: int = 16):
         self.model, self.tokenizer, self.multimodal, self.source = model, tokenizer, multimodal, source
         self.lm = model.lm if multimodal else model
         system = model.spec.get("system", "") if multimodal else ""
@@ -61,24 +67,27 @@ class Assistant:
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 2048))
         self.encoder = ChatEncoder(tokenizer, image_tokens, system, max_len=self.context)
         self._asr_model, self._asr_prompt, self._asr, self._asr_lock = asr_model, asr_prompt, None, threading.Lock()
-        self._lock = threading.Lock()  # one generation at a time: the model is shared
+        self.generator = BatchedGenerator(self.lm, tokenizer.eos_token_id, max_batch)
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | Path, device: torch.device | None = None, asr_model: str | None = None,
-             quantize: bool | None = None, asr_prompt: str | None = None) -> Assistant:
-        """A multimodal directory (mmphi.json) or any plain causal LM folder / hub id (text only)."""
+             quantize: bool | None = None, asr_prompt: str | None = None, max_batch: int = 16) -> Assistant:
+        """A multimodal directory (mmphi.json) or any plain causal LM folder / hub id (text only).
+
+        ``max_batch``: most generations decoded together (1 = one at a time).
+        """
         device = device or default_device()
         if (Path(path) / "mmphi.json").exists():
             from mmphi.mm.loading import load_multimodal
 
             model, tok = load_multimodal(path, device=device, quantize=quantize)
-            return cls(model, tok, True, str(path), asr_model, asr_prompt)
+            return cls(model, tok, True, str(path), asr_model, asr_prompt, max_batch)
         from mmphi.lm.loading import load_causal_lm
         from mmphi.tokenizer import load_tokenizer
 
         lm = load_causal_lm(str(path), quantize=bool(quantize), device=device).eval()
-        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model, asr_prompt)
+        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model, asr_prompt, max_batch)
 
     @property
     def asr(self):
@@ -155,8 +164,12 @@ class Assistant:
 
     # ------------------------------------------------------------------ replies
     def stream(self, messages: Sequence[Message], params: GenerationParams | None = None,
-               stop: threading.Event | None = None) -> Iterator[Event]:
-        """Transcript events first, then token deltas as they are generated, then "done" with the Reply."""
+               stop: threading.Event | None = None, deadline: float | None = None) -> Iterator[Event]:
+        """Transcript events first, then token deltas as they are generated, then "done" with the Reply.
+
+        ``stop`` (set by whoever stops listening) ends the generation at the next token; ``deadline``
+        (a ``time.monotonic()`` value) ends it there, with ``finish_reason`` "time".
+        """
         params = params or GenerationParams()
         start = time.perf_counter()
         rounds, image, transcripts, warnings = self._rounds(messages)
@@ -167,12 +180,11 @@ class Assistant:
         if dropped:
             warnings.append(f"the {dropped} oldest round(s) were left out to fit the context")
         reply = Reply("", transcripts, 0, len(ex), "stop", dropped, warnings)
-        stop = stop or threading.Event()
-        with self._lock:
-            embeds = self._embeds(ex, image)
-            ids: list[int] = []
-            shown = ""
-            for tok in stream_tokens(self.lm, embeds, params, self.tokenizer.eos_token_id, self.encoder.pad_id, stop):
+        generation = self.generator.submit(self._embeds(ex, image), params, stop, deadline)
+        ids: list[int] = []
+        shown = ""
+        try:
+            for tok in generation:
                 if reply.time_to_first_token_s is None:
                     reply.time_to_first_token_s = time.perf_counter() - start
                 ids.append(tok)
@@ -181,12 +193,13 @@ class Assistant:
                 if text != shown and not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
                     yield Event("token", text[len(shown):])
                     shown = text
+        finally:
+            generation.close()  # a consumer that stops early frees the batch row at the next step
         reply.tokens = len(ids)
         reply.text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        if stop.is_set() and len(ids) < params.max_new_tokens:
-            reply.finish_reason = "cancelled"
-        elif len(ids) >= params.max_new_tokens:
-            reply.finish_reason = "length"
+        reply.finish_reason = generation.finish
+        if generation.finish == "time":
+            warnings.append("the answer was cut short by the time limit")
         reply.elapsed_s = time.perf_counter() - start
         yield Event("done", reply=reply)
 

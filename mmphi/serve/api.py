@@ -10,7 +10,9 @@ Routes: ``POST /v1/chat/completions`` (plain or ``stream: true`` server-sent eve
 ``GET /v1/models``, ``GET /health`` (503 until the model has loaded in the background). What was
 heard in an audio part is returned in the extra ``mmphi.transcripts`` field (streamed: in a chunk
 before the first token, and in the last chunk). Every error has OpenAI's JSON shape; bad input is
-always a 4xx, a full waiting line a fast 429, a model still loading a 503.
+always a 4xx; a full waiting line (or a request that waited its whole time limit) a fast 503 with
+``Retry-After``; a model still loading a 503. Concurrent requests are decoded together in one
+batch (``max_batch``); ``/health`` reports how many run and wait.
 
 System (and "developer") messages are prepended to the first user message: the models have no
 system role of their own. Images must come inline as base64 data URLs unless the server is started
@@ -45,7 +47,7 @@ from mmphi.serve import openai_types as oa
 from mmphi.serve.config import ServeConfig
 from mmphi.serve.openai_types import ApiError, ChatRequest
 from mmphi.serve.parse import Limits, to_messages
-from mmphi.serve.runner import QueueFull, Runner
+from mmphi.serve.runner import Busy, Runner
 
 logger = logging.getLogger(__name__)
 AssistantLoader = Callable[[ServeConfig], Assistant]
@@ -54,7 +56,7 @@ DISCONNECT_POLL_S = 0.2
 
 def load_assistant(cfg: ServeConfig) -> Assistant:
     return Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
-                          asr_prompt=cfg.asr_prompt or None)
+                          asr_prompt=cfg.asr_prompt or None, max_batch=cfg.max_batch)
 
 
 class ModelHolder:
@@ -88,7 +90,7 @@ class ModelHolder:
 
 # ---------------------------------------------------------------------------- front door (ASGI middleware)
 def _error_response(err: ApiError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer", **err.headers} if err.status == 401 else err.headers
     return JSONResponse(err.body(), status_code=err.status, headers=headers)
 
 
@@ -162,8 +164,9 @@ def engine_error(err: BaseException) -> ApiError:
         return ApiError(400, str(err), param="messages", code="invalid_audio")
     if isinstance(err, InputError):
         return ApiError(400, str(err), param="messages", code="invalid_value")
-    if isinstance(err, QueueFull):
-        return ApiError(429, str(err), "rate_limit_error", code="queue_full")
+    if isinstance(err, Busy):
+        return ApiError(503, str(err), "server_error", code=err.code,
+                        headers={"Retry-After": str(err.retry_after_s)})
     logger.error("error while answering", exc_info=err)
     return ApiError(500, f"internal error: {type(err).__name__}: {err}", "server_error", code="internal_error")
 
@@ -280,8 +283,10 @@ def _add_routes(app: FastAPI, cfg: ServeConfig, holder: ModelHolder, runner: Run
     @app.get("/health")
     async def health() -> JSONResponse:
         status = "ok" if holder.assistant is not None else ("error" if holder.error else "loading")
+        engine = getattr(holder.assistant, "generator", None)
         info = {"status": status, "model": name, "running": runner.running, "waiting": runner.waiting,
-                **runner.stats.snapshot()}
+                "max_batch": runner.max_batch, "queue_size": runner.queue_size, "timeout_s": runner.timeout_s,
+                "batch_rows": engine.running if engine is not None else 0, **runner.stats.snapshot()}
         if holder.error:
             info["error"] = holder.error
         return JSONResponse(info, status_code=200 if status == "ok" else 503)
@@ -319,9 +324,12 @@ def _add_routes(app: FastAPI, cfg: ServeConfig, holder: ModelHolder, runner: Run
         except Exception as err:
             await events.aclose()
             raise engine_error(err) from err
+        reply = head[-1].reply if head else None
+        if reply is not None and reply.finish_reason == "time" and not reply.tokens:  # streamed or not: no answer
+            raise engine_error(Busy(f"the server is busy: the request reached its time limit ({runner.timeout_s:g} s) "
+                                    "before its first token; retry shortly", "queue_timeout", runner.retry_after_s()))
         if body.stream:
             return await _stream(events, head, body, name)
-        reply = head[-1].reply if head else None
         if reply is None:  # stopped without a reply: the client has gone (nginx's 499), nobody reads this
             return JSONResponse(ApiError(499, "client closed the request", code="client_closed").body(), 499)
         return JSONResponse(oa.completion(oa.completion_id(), name, reply))
@@ -330,7 +338,7 @@ def _add_routes(app: FastAPI, cfg: ServeConfig, holder: ModelHolder, runner: Run
 def create_app(cfg: ServeConfig, assistant_loader: AssistantLoader | None = None) -> FastAPI:
     """The API app; the model is loaded by ``assistant_loader(cfg)`` in a background thread at startup."""
     holder = ModelHolder(cfg, assistant_loader or load_assistant)
-    runner = Runner(cfg.queue_size)
+    runner = Runner(cfg.max_batch, cfg.queue_size, cfg.timeout_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -6,7 +6,7 @@ Answers stream in as they are generated; what was heard in the audio is shown (i
 the "Heard" box). The conversation continues until "Clear": follow-up questions are about the
 last image sent. Safe defaults: it binds 127.0.0.1, refuses uploads over ``max_upload_mb``, serves
 no files but its own uploads (no ``allowed_paths``), and keeps a bounded queue in front of the
-model, which answers one request at a time.
+model, which answers up to ``max_batch`` users at once, decoded together in one batch.
 """
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ def build_app(assistant: Assistant, cfg: AppConfig) -> gr.Blocks:
 
         inputs = [text, image, audio, max_new, temperature, chat, history]
         outputs = [chat, history, heard, status, text, image, audio]
-        send.click(respond, inputs, outputs, concurrency_limit=1)
-        text.submit(respond, inputs, outputs, concurrency_limit=1)
+        # One concurrency group for both triggers: at most max_batch answers at once, all in the engine's batch.
+        send.click(respond, inputs, outputs, concurrency_limit=cfg.max_batch, concurrency_id="answer")
+        text.submit(respond, inputs, outputs, concurrency_limit=cfg.max_batch, concurrency_id="answer")
         clear.click(lambda: ([], [], "", "", "", None, None), None, outputs, queue=False)
         # The chatbot's own trash icon empties the display: forget the conversation too.
         chat.clear(lambda: ([], "", ""), None, [history, heard, status], queue=False)
@@ -187,11 +188,11 @@ def build_app(assistant: Assistant, cfg: AppConfig) -> gr.Blocks:
 
 
 def launch(demo: gr.Blocks, cfg: AppConfig, block: bool = True) -> gr.Blocks:
-    """Launch with the safe settings: bounded queue, one generation at a time, upload limit, no extra paths.
+    """Launch with the safe settings: bounded queue, ``max_batch`` answers at once, upload limit, no extra paths.
 
     ``block=False`` returns once the server is up (tests, scripts); ``demo.close()`` stops it.
     """
-    demo.queue(max_size=cfg.queue_size, default_concurrency_limit=1)
+    demo.queue(max_size=cfg.queue_size, default_concurrency_limit=cfg.max_batch)
     demo.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share, prevent_thread_lock=not block,
                 max_file_size=int(cfg.max_upload_mb * 2**20), show_error=False, quiet=not block,
                 ssr_mode=False)
@@ -209,5 +210,5 @@ def run_app(cfg: AppConfig) -> None:
     """``mmphi app``: load the model and serve the app until interrupted."""
     logging.basicConfig(level=logging.INFO)
     assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
-                               asr_prompt=cfg.asr_prompt or None)
+                               asr_prompt=cfg.asr_prompt or None, max_batch=cfg.max_batch)
     launch(build_app(assistant, cfg), cfg)

@@ -23,6 +23,7 @@ class AppConfig(GenerationArgs):
     host: str = opt("127.0.0.1", "address to bind; 0.0.0.0 makes the app reachable from other machines")
     port: int = opt(7860, "port to listen on")
     max_upload_mb: float = opt(10.0, "largest file (image or audio) a user may upload, in MB")
+    max_batch: int = opt(16, "most users answered at once, decoded together in one batch; 1 = one at a time")
     queue_size: int = opt(16, "most requests waiting for the model; beyond that users are told the app is busy")
     share: bool = opt(False, "also publish the app on a public gradio.live link (traffic goes through Gradio's "
                              "relay servers)")
@@ -37,6 +38,7 @@ class AppConfig(GenerationArgs):
         check(0 < self.port < 65536, f"port must be in 1..65535, got {self.port}")
         check(self.max_upload_mb > 0, f"max_upload_mb must be > 0, got {self.max_upload_mb}")
         check(self.queue_size > 0, f"queue_size must be > 0, got {self.queue_size}")
+        check(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
 
 
 @dataclass
@@ -52,7 +54,11 @@ class ServeConfig(GenerationArgs):
     max_body_mb: float = opt(25.0, "largest request body in MB (base64 images and audio inflate by 4/3)")
     max_pixels: int = opt(16_000_000, "largest image accepted, in pixels (width x height)")
     max_audio_seconds: float = opt(120.0, "longest audio accepted, in seconds")
-    queue_size: int = opt(16, "most requests waiting for the model (one runs at a time); beyond that: fast 429")
+    max_batch: int = opt(16, "most requests answered at once, decoded together in one batch; 1 = one at a time")
+    queue_size: int = opt(16, "most requests waiting for a free place in the batch; beyond that: a fast 503 with "
+                              "Retry-After")
+    timeout_s: float = opt(120.0, "time limit per request, from its arrival: one still waiting then gets a 503, "
+                                  "one being answered ends its answer there")
     allow_remote_images: bool = opt(False, "let the server fetch http(s) image URLs itself; off by default: "
                                            "a server that fetches any URL a client names can be made to probe "
                                            "its own network (SSRF)")
@@ -69,6 +75,8 @@ class ServeConfig(GenerationArgs):
         check(0 < self.max_pixels <= MAX_IMAGE_PIXELS, f"max_pixels must be in 1..{MAX_IMAGE_PIXELS}")
         check(self.max_audio_seconds > 0, f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")
         check(self.queue_size >= 0, f"queue_size must be >= 0, got {self.queue_size}")
+        check(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
+        check(self.timeout_s > 0, f"timeout_s must be > 0, got {self.timeout_s}")
 
     def resolved_api_key(self) -> str:
         """The key clients must send: the setting, else the environment variable, else "" (no auth)."""

@@ -22,9 +22,10 @@ class ApiError(Exception):
     """An error returned to the client as ``{"error": {"message", "type", "param", "code"}}``."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",  # noqa: A002 - OpenAI's name
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -96,7 +97,8 @@ def completion_id() -> str:
 
 def _finish(reply: Reply) -> str:
     # "cancelled" only happens once the client has gone, so no client sees it; OpenAI has no such value.
-    return "length" if reply.finish_reason == "length" else "stop"
+    # "time" (cut at the server's time limit) is reported as "length", as OpenAI does any answer cut short.
+    return "length" if reply.finish_reason in ("length", "time") else "stop"
 
 
 def usage(reply: Reply) -> dict[str, int]:

@@ -149,8 +149,15 @@ def test_silent_audio_is_a_clear_error(assistant, tmp_path):
 
 def test_streamed_deltas_add_up_to_the_reply_without_the_leading_space(assistant, scene, monkeypatch):
     # BPE answers start with a space token (" yellow"); a client joining the deltas must get the reply's text.
-    ids = assistant.tokenizer(" yellow and blue").input_ids + [assistant.tokenizer.eos_token_id]
-    monkeypatch.setattr("mmphi.infer.assistant.stream_tokens", lambda *args, **kwargs: iter(ids))
+    ids = assistant.tokenizer(" yellow and blue").input_ids
+
+    class Tokens(list):  # what the engine's generator hands back: token ids (EOS excluded), then a finish reason
+        finish = "stop"
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(assistant.generator, "submit", lambda *args, **kwargs: Tokens(ids))
     events = list(assistant.stream([Message("user", "What colour?", image=scene)], GenerationParams(max_new_tokens=12)))
     deltas = [e.text for e in events if e.kind == "token"]
     assert "".join(deltas) == events[-1].reply.text == "yellow and blue"

@@ -21,10 +21,10 @@ class Gated:
     def __init__(self, inner: Assistant) -> None:
         self.inner, self.gate, self.started = inner, threading.Event(), threading.Semaphore(0)
 
-    def stream(self, messages, params, stop=None):
+    def stream(self, messages, params, stop=None, deadline=None):
         self.started.release()
         assert self.gate.wait(30)
-        yield from self.inner.stream(messages, params, stop)
+        yield from self.inner.stream(messages, params, stop, deadline)
 
 
 class Slow:
@@ -33,9 +33,9 @@ class Slow:
     def __init__(self, inner: Assistant, delay_s: float) -> None:
         self.inner, self.delay_s, self.stops, self.tokens = inner, delay_s, [], 0
 
-    def stream(self, messages, params, stop=None):
+    def stream(self, messages, params, stop=None, deadline=None):
         self.stops.append(stop)
-        for event in self.inner.stream(messages, params, stop):
+        for event in self.inner.stream(messages, params, stop, deadline):
             if event.kind == "token":
                 self.tokens += 1
                 time.sleep(self.delay_s)
@@ -63,9 +63,9 @@ def test_sixteen_concurrent_clients(server):
     assert health["failed"] == 0 and health["refused_busy"] == 0 and health["running"] == 0
 
 
-def test_full_queue_gives_fast_429s(start_server):
+def test_full_queue_gives_fast_503s_with_retry_after(start_server):
     gated: list[Gated] = []
-    with start_server(wrap=lambda a: gated.append(Gated(a)) or gated[0], queue_size=1) as url:
+    with start_server(wrap=lambda a: gated.append(Gated(a)) or gated[0], max_batch=1, queue_size=1) as url:
         body = {"model": "mmphi", "messages": QUESTION, "max_tokens": 2}
         with ThreadPoolExecutor(2) as pool:
             running = pool.submit(httpx.post, url + "/v1/chat/completions", json=body, timeout=30)
@@ -77,8 +77,8 @@ def test_full_queue_gives_fast_429s(start_server):
             for _ in range(3):  # the line (queue_size 1) is full: refused at once
                 start = time.perf_counter()
                 r = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
-                assert r.status_code == 429 and time.perf_counter() - start < 1.0
-                assert r.json()["error"]["code"] == "queue_full"
+                assert r.status_code == 503 and time.perf_counter() - start < 1.0
+                assert r.json()["error"]["code"] == "queue_full" and int(r.headers["Retry-After"]) >= 1
             health = httpx.get(url + "/health").json()
             assert health["running"] == 1 and health["waiting"] == 1
             gated[0].gate.set()
@@ -138,3 +138,80 @@ def test_a_model_that_fails_to_load_is_reported(start_server):
         assert r.status_code == 503 and "no config.json" in r.json()["error"]
         r = httpx.post(url + "/v1/chat/completions", json={"messages": QUESTION})
         assert r.status_code == 503 and "no config.json" in r.json()["error"]["message"]
+
+
+def test_a_burst_beyond_the_limits_gets_answers_or_clean_503s(start_server):
+    """24 clients at once against 2 batch rows + 2 queue places: each gets a 200 or a fast, well-formed 503."""
+    slow: list[Slow] = []
+    with start_server(wrap=lambda a: slow.append(Slow(a, 0.05)) or slow[0], max_batch=2, queue_size=2) as url:
+        body = {"model": "mmphi", "messages": QUESTION, "max_tokens": 6}
+
+        def one(_: int) -> httpx.Response:
+            return httpx.post(url + "/v1/chat/completions", json=body, timeout=60)
+
+        with ThreadPoolExecutor(24) as pool:
+            responses = list(pool.map(one, range(24)))  # nothing hangs: every call returns within its timeout
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503} and codes.count(200) >= 4 and codes.count(503) >= 1
+        for r in responses:
+            if r.status_code == 503:
+                assert r.json()["error"]["code"] == "queue_full" and r.json()["error"]["type"] == "server_error"
+                assert int(r.headers["Retry-After"]) >= 1
+            else:
+                assert r.json()["choices"][0]["message"]["content"] is not None
+        health = httpx.get(url + "/health").json()
+        assert health["completed"] == codes.count(200) and health["refused_busy"] == codes.count(503)
+        assert health["running"] == health["waiting"] == health["failed"] == 0
+        assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 200  # and it goes on serving
+
+
+def test_the_time_limit_cuts_an_answer_short(start_server, assistant, monkeypatch):
+    real = assistant.generator._forward
+    monkeypatch.setattr(assistant.generator, "_forward", lambda *a, **k: (time.sleep(0.05), real(*a, **k))[1])
+    with start_server(timeout_s=1.0) as url:
+        body = {"model": "mmphi", "messages": QUESTION, "max_tokens": 60}
+        for stream in (False, True):
+            r = httpx.post(url + "/v1/chat/completions", json={**body, "stream": stream}, timeout=30)
+            assert r.status_code == 200
+            if not stream:
+                assert r.json()["choices"][0]["finish_reason"] == "length"
+                assert 0 < r.json()["usage"]["completion_tokens"] < 60  # 60 tokens at 0.05 s each take 3 s
+            else:
+                assert '"finish_reason":"length"' in r.text.replace(" ", "") and r.text.rstrip().endswith("[DONE]")
+        assert httpx.get(url + "/health").json()["cut_by_time_limit"] == 2
+
+
+def test_a_request_that_waits_its_whole_time_limit_gets_a_503(start_server):
+    gated: list[Gated] = []
+    with start_server(wrap=lambda a: gated.append(Gated(a)) or gated[0], max_batch=1, queue_size=4,
+                      timeout_s=0.5) as url:
+        body = {"model": "mmphi", "messages": QUESTION, "max_tokens": 4}
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(httpx.post, url + "/v1/chat/completions", json=body, timeout=30)
+            assert gated[0].started.acquire(timeout=10)  # the first holds the only row
+            start = time.perf_counter()
+            second = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+            assert second.status_code == 503 and second.json()["error"]["code"] == "queue_timeout"
+            assert 0.4 < time.perf_counter() - start < 5 and int(second.headers["Retry-After"]) >= 1
+            gated[0].gate.set()  # the first is past its time limit before its first token: a 503 as well
+            assert first.result().status_code == 503
+        health = httpx.get(url + "/health").json()
+        assert health["timed_out"] == 2 and health["running"] == health["waiting"] == 0
+        assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 200
+
+
+def test_concurrent_requests_share_the_batch(start_server):
+    gated: list[Gated] = []
+    with start_server(wrap=lambda a: gated.append(Gated(a)) or gated[0], max_batch=4, queue_size=4) as url:
+        body = {"model": "mmphi", "messages": QUESTION, "max_tokens": 2}
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(httpx.post, url + "/v1/chat/completions", json=body, timeout=30) for _ in range(6)]
+            for _ in range(4):
+                assert gated[0].started.acquire(timeout=10)  # four answers under way at once
+            deadline = time.monotonic() + 10
+            while httpx.get(url + "/health").json()["waiting"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            health = httpx.get(url + "/health").json()
+            assert health["running"] == 4 and health["waiting"] == 2 and health["max_batch"] == 4
+            gated[0].gate.set()
+            assert [f.result().status_code for f in futures] == [200] * 6
