@@ -233,7 +233,7 @@ def _params(body: ChatRequest, cfg: ServeConfig) -> GenerationParams:
             top_p=cfg.top_p if body.top_p is None else body.top_p,
             top_k=cfg.top_k if body.top_k is None else body.top_k,
             repetition_penalty=cfg.repetition_penalty if body.repetition_penalty is None else body.repetition_penalty,
-            no_repeat_ngram=cfg.no_repeat_ngram, seed=body.seed)
+            no_repeat_ngram=cfg.no_repeat_ngram, seed=body.seed, min_new_tokens=body.min_tokens or 0)
     except InputError as err:
         raise ApiError(400, str(err), code="invalid_value") from err
 

@@ -88,6 +88,7 @@ class ChatRequest(BaseModel):
     # Extensions (as vLLM accepts them): sampling knobs the engine has and OpenAI does not.
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0)
+    min_tokens: int | None = Field(None, ge=0)  # EOS is not picked before this many tokens (benchmarks)
 
 
 # ---------------------------------------------------------------------------- responses

@@ -147,12 +147,8 @@ def test_no_speech_without_vad_is_still_an_error(transcriber, monkeypatch):
 
 def test_whisper_non_speech_labels_count_as_no_speech(transcriber, monkeypatch):
     """Whisper sometimes writes "[BLANK_AUDIO]" or "(music)" for non-speech; that is not a transcript."""
-    class Labels:
-        def transcribe(self, audio, **kwargs):
-            seg = [type("S", (), {"start": 0.0, "end": 1.0, "text": t}) for t in (" [BLANK_AUDIO]", " (music) ")]
-            return iter(seg), type("I", (), {"duration_after_vad": 1.0})
-
-    monkeypatch.setattr(transcriber, "model", Labels())
+    labels = [(0.0, 1.0, t.strip()) for t in (" [BLANK_AUDIO]", " (music) ")]
+    monkeypatch.setattr(transcriber, "_decode", lambda *args: (labels, 1.0))
     with pytest.raises(NoSpeechError, match="no speech detected"):
         transcriber.transcribe(np.full(SAMPLE_RATE, 0.1, np.float32))
 
@@ -167,11 +163,10 @@ def test_bad_input_is_an_audio_error_not_a_library_exception(transcriber, tmp_pa
 
 
 def test_max_seconds_is_enforced_before_the_model_runs(transcriber, say, monkeypatch):
-    class Untouchable:
-        def transcribe(self, *args, **kwargs):
-            raise AssertionError("the model ran on audio over the limit")
+    def untouchable(*args):
+        raise AssertionError("the model ran on audio over the limit")
 
-    monkeypatch.setattr(transcriber, "model", Untouchable())
+    monkeypatch.setattr(transcriber, "_decode", untouchable)
     monkeypatch.setattr(transcriber, "max_seconds", 2.0)
     audio = load_audio(_wav_bytes(say, SENTENCES[0]))
     with pytest.raises(AudioError, match=rf"{audio.size / SAMPLE_RATE:.1f} s long, over the limit of 2 s"):
@@ -180,24 +175,21 @@ def test_max_seconds_is_enforced_before_the_model_runs(transcriber, say, monkeyp
 
 def test_concurrent_calls_are_serialised(transcriber, say, monkeypatch):
     """A web server shares one Transcriber: the model must never run two decodes at once."""
-    real = transcriber.model
+    real = transcriber._decode
     active, peak, guard = [0], [0], threading.Lock()
 
-    class Spy:
-        def transcribe(self, audio, **kwargs):
-            segments, info = real.transcribe(audio, **kwargs)
+    def spy(*args):
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)  # widen the window so an unguarded overlap would be seen
+        try:
+            return real(*args)
+        finally:
+            with guard:
+                active[0] -= 1
 
-            def tracked():  # counts as busy until the lazy segment generator is exhausted
-                with guard:
-                    active[0] += 1
-                    peak[0] = max(peak[0], active[0])
-                time.sleep(0.05)  # widen the window so an unguarded overlap would be seen
-                yield from segments
-                with guard:
-                    active[0] -= 1
-            return tracked(), info
-
-    monkeypatch.setattr(transcriber, "model", Spy())
+    monkeypatch.setattr(transcriber, "_decode", spy)
     audio = [load_audio(_wav_bytes(say, t)) for t in SENTENCES[:3]]
     results: dict[int, str] = {}
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, transcriber.transcribe(audio[i]).text))
@@ -295,7 +287,8 @@ def test_the_same_clip_gives_the_same_transcript_without_sampling(prompted, tmp_
                                                                   errors_and_words):
     """A clip on which a greedy decode loops ("How many? How many? ...") with the shapes prompt:
     faster-whisper then falls back to *sampling* at a higher temperature, and the transcript changed
-    from run to run. The default beam search decodes it at temperature 0, the same every time."""
+    from run to run. The default beam search decodes it at temperature 0, the same every time, on
+    the plain path (checked) as on the short path (no fallback at all)."""
     from mmphi.world.speech import speak
 
     question = "How many yellow shapes are there?"
@@ -311,7 +304,43 @@ def test_the_same_clip_gives_the_same_transcript_without_sampling(prompted, tmp_
         return iter(segments), info
 
     monkeypatch.setattr(prompted.model, "transcribe", recording)
-    texts = [prompted.transcribe(clip).text for _ in range(2)]
+    texts = [prompted.transcribe(clip, path="plain").text for _ in range(2)]
     assert temperatures and all(x == 0.0 for x in temperatures), temperatures
-    assert texts[0] == texts[1]
+    texts += [prompted.transcribe(clip).text for _ in range(2)]  # the short path
+    assert len(set(texts)) == 1
     assert errors_and_words(question, texts[0])[0] == 0, texts[0]
+
+
+def test_each_length_takes_its_path_and_every_path_reads_the_words(transcriber, say, errors_and_words):
+    """Short audio: the short-context path; long audio: the batched pipeline; both against the plain path."""
+    assert transcriber.path_for(3.0) == "short" and transcriber.path_for(29.9) == "short"
+    assert transcriber.path_for(30.1) == "batched"
+    short = {"short": 0, "plain": 0}
+    words = 0
+    for text in SENTENCES:
+        audio = load_audio(_wav_bytes(say, text))
+        for path in short:
+            short[path] += errors_and_words(text, transcriber.transcribe(audio, path=path).text)[0]
+        words += errors_and_words(text, text)[1]
+    assert short["short"] <= short["plain"] + 2 and short["short"] / words <= 0.1, short
+    pause = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    long = np.concatenate([np.concatenate([load_audio(_wav_bytes(say, t)), pause]) for t in SENTENCES * 2])
+    assert long.size / SAMPLE_RATE > 30
+    errors = {p: errors_and_words(" ".join(SENTENCES * 2), transcriber.transcribe(long, path=p).text)[0]
+              for p in ("batched", "plain")}
+    assert errors["batched"] <= errors["plain"] + 3 and errors["batched"] / (2 * words) <= 0.15, errors
+    with pytest.raises(ValueError, match="path must be"):
+        transcriber.transcribe(long, path="short")  # one window at most
+    with pytest.raises(ValueError, match="path must be"):
+        transcriber.transcribe(long, path="fast")
+
+
+def test_the_short_path_does_not_say_a_question_twice(prompted, tmp_path):
+    """Regression: encoded with a little silence after it and decoded without timestamps, tiny.en
+    said "The red circle is top left on the blue square." twice for one 3 s sentence."""
+    from mmphi.world.speech import speak
+
+    clip = tmp_path / "q.wav"
+    speak(SENTENCES[0], clip, voice="en-us", speed=140)
+    text = prompted.transcribe(clip).text.lower()
+    assert text.count("circle") == 1 and text.count("square") == 1, text

@@ -215,3 +215,11 @@ def test_concurrent_requests_share_the_batch(start_server):
             assert health["running"] == 4 and health["waiting"] == 2 and health["max_batch"] == 4
             gated[0].gate.set()
             assert [f.result().status_code for f in futures] == [200] * 6
+
+
+def test_min_tokens_fixes_the_answer_length(server):
+    body = {"model": "mmphi", "messages": QUESTION, "max_tokens": 7, "min_tokens": 7}
+    r = httpx.post(server + "/v1/chat/completions", json=body, timeout=30)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 7
+    bad = httpx.post(server + "/v1/chat/completions", json={**body, "min_tokens": -1}, timeout=30)
+    assert bad.status_code == 400
