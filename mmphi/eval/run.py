@@ -141,6 +141,9 @@ def evaluate(cfg: EvalConfig) -> dict:
     typed = answer_questions(model, tok, enc, items, images, True, "vqa typed")
     blind = answer_questions(model, tok, enc, items, images, False, "vqa blind")
     results["vqa"] = {"typed": accuracy_by_type(typed), "blind": accuracy_by_type(blind)}
+    if cfg.describe_first:
+        results["vqa"]["typed, after describing"] = accuracy_by_type(
+            answer_questions(model, tok, enc, items, images, True, "vqa after describing", describe_first=True))
     by_objects = by_objects_if_known(typed, split)  # a shapes world's ground truth says how many objects
     if by_objects:
         results["vqa_by_objects"] = by_objects

@@ -15,6 +15,8 @@ from mmphi.chat import IMAGE
 from mmphi.eval.metrics import accuracy_by_type, vqa_correct
 
 EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
+# The first turn of ``describe_first``: one of the shapes world's own "describe" questions.
+DESCRIBE = "Describe the image."
 
 
 def single_questions(instruct_file: Path, limit: int = 0) -> list[dict]:
@@ -42,14 +44,32 @@ def prompt_text(question: str, with_image: bool, at_end: bool = False) -> str:
 
 
 def answer_questions(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable, with_image: bool,
-                     desc: str, max_new_tokens: int = 8) -> list[dict]:
-    """Rows of {type, question, answer, prediction, correct, image} for ``items`` (greedy, batched)."""
+                     desc: str, max_new_tokens: int = 8, describe_first: bool = False) -> list[dict]:
+    """Rows of {type, question, answer, prediction, correct, image} for ``items`` (greedy, batched).
+
+    ``describe_first`` (with the image): the model first describes the image ("Describe the
+    image.", greedy, once per image), and the question follows as the second turn of that
+    conversation, so the answer can draw on the model's own description (each row keeps it
+    as ``description``).
+    """
     from mmphi.mm.answer import greedy_answers
 
-    prompts = [encoder.encode([(prompt_text(it["question"], with_image, it.get("at_end", False)), None)],
-                              it["image"] if with_image else None) for it in items]
+    described: dict[str, str] = {}
+    if describe_first and with_image:
+        images = list(dict.fromkeys(it["image"] for it in items))
+        first = [encoder.encode([(prompt_text(DESCRIBE, True), None)], im) for im in images]
+        described = dict(zip(images, greedy_answers(model, tokenizer, first, features_of, max_new_tokens=48,
+                                                    desc=f"{desc} (describing)"), strict=True))
+
+    def rounds(it: dict) -> list:
+        if it["image"] in described:
+            return [(prompt_text(DESCRIBE, True), described[it["image"]]), (it["question"], None)]
+        return [(prompt_text(it["question"], with_image, it.get("at_end", False)), None)]
+
+    prompts = [encoder.encode(rounds(it), it["image"] if with_image else None) for it in items]
     predictions = greedy_answers(model, tokenizer, prompts, features_of, max_new_tokens=max_new_tokens, desc=desc)
-    return [{**it, "prediction": p, "correct": vqa_correct(p, it["answer"])}
+    return [{**it, "prediction": p, "correct": vqa_correct(p, it["answer"]),
+             **({"description": described[it["image"]]} if it["image"] in described else {})}
             for it, p in zip(items, predictions, strict=True)]
 
 

@@ -88,3 +88,28 @@ def test_spoken_questions_put_the_image_where_their_typed_twins_do(tiny_mm_dir, 
     spoken = [(typed[(it["record"], it["spoken"])], it["at_end"]) for it in asked["vqa spoken"]]
     assert len(spoken) == 4 and any(t for t, _ in spoken)  # this world has questions asked before the image
     assert all(t == s for t, s in spoken)
+
+
+def test_describe_first_asks_each_question_after_the_models_own_description(tiny_mm_dir, small_world, tmp_path):
+    from mmphi.eval.run import _Images
+    from mmphi.eval.vqa import DESCRIBE, answer_questions, single_questions
+    from mmphi.mm.data import ChatEncoder
+    from mmphi.mm.loading import load_multimodal
+
+    model, tok = load_multimodal(tiny_mm_dir)
+    enc = ChatEncoder(tok, model.image_tokens, "", 4096)
+    items = single_questions(small_world / "test" / "instruct.json", 6)
+    seen: list = []
+    real = enc.encode
+    enc.encode = lambda rounds, image: seen.append(rounds) or real(rounds, image)
+    rows = answer_questions(model, tok, enc, items, _Images(model, small_world / "test" / "images"), True, "t",
+                            describe_first=True)
+    assert len(rows) == len(items) and all("description" in r for r in rows)
+    asked = [r for r in seen if len(r) == 2]  # description turn, then the question
+    assert [r[1][0] for r in asked] == [it["question"] for it in items]
+    assert all(r[0][0].endswith(DESCRIBE) and r[0][1] == row["description"] for r, row in zip(asked, rows, strict=True))
+    out = tmp_path / "report"
+    assert main(["eval", "--model", str(tiny_mm_dir), "--data", str(small_world / "test"), "--out", str(out),
+                 "--captions", "0", "--no-spoken", "--limit", "6", "--describe-first"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["vqa"]["typed, after describing"]["overall"]["n"] == res["vqa"]["typed"]["overall"]["n"] == 6
