@@ -127,9 +127,9 @@ def _stage0(root: Path, state: dict) -> list[str]:
     return [*lines, "![stage 0 loss](pretrain/loss.png)", ""]
 
 
-def aims_line(typed: dict) -> str:
-    """Which question types reach their aim, from the typed accuracy of the run."""
-    rule = "colour and shape ≥ 90%, count ≥ 95%, position and yesno ≥ 85%"
+def aims_line(typed: dict, how: str = "") -> str:
+    """Which question types reach their aim, from the typed accuracy of the run (``how``: which answers)."""
+    rule = "colour and shape ≥ 90%, count ≥ 95%, position and yesno ≥ 85%" + (f"; {how}" if how else "")
     asked = [k for k in AIMS if k in typed]
     met = [k for k in asked if typed[k]["accuracy"] >= AIMS[k]]
     short = [f"{k} ({pct(typed[k]['accuracy'])}%)" for k in asked if k not in met]
@@ -151,8 +151,14 @@ def _eval(root: Path) -> list[str]:
     lines = ["### Test split: visual question answering", "",
              "Each question asked alone, greedy; *blind* = the same model and questions with the image removed; "
              "*spoken* = the spoken test questions through Whisper, with the typed accuracy on exactly those "
-             "questions beside it.", "", accuracy_table(e["vqa"]), "", aims_line(e["vqa"]["typed"]), "",
-             "![VQA](eval/vqa.png)", ""]
+             "questions beside it.", "", accuracy_table(e["vqa"]), "", aims_line(e["vqa"]["typed"], "direct answers"),
+             ""]
+    after = e["vqa"].get("typed, after describing")
+    if after:
+        lines += ["*typed, after describing*: the same questions asked as the second turn of a conversation whose "
+                  "first turn is the model's own answer to \"Describe the image.\" (`mmphi eval --describe-first`).",
+                  "", aims_line(after, "after describing"), ""]
+    lines += ["![VQA](eval/vqa.png)", ""]
     if e.get("vqa_by_objects"):
         lines += by_objects_section(e["vqa_by_objects"], "####")
     if "asr" in e:
