@@ -17,6 +17,8 @@ ASSISTANT = "ASSISTANT:"
 # What stage 1 asks of an image (and the stage-0 corpus of its description, so the LM knows the words).
 CAPTION_PROMPTS = ("Describe the image briefly.", "Write a short caption for this image.",
                    "What is in this picture? Answer in one sentence.", "Caption this image.")
+# The first turn of answering "after describing": one of the shapes world's own describe questions.
+DESCRIBE = "Describe the image."
 LLAVA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 

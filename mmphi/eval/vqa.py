@@ -11,12 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mmphi.chat import IMAGE
+from mmphi.chat import DESCRIBE, IMAGE
 from mmphi.eval.metrics import accuracy_by_type, vqa_correct
 
 EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
-# The first turn of ``describe_first``: one of the shapes world's own "describe" questions.
-DESCRIBE = "Describe the image."
 
 
 def single_questions(instruct_file: Path, limit: int = 0) -> list[dict]:

@@ -15,6 +15,8 @@ def _answer(assistant: Assistant, history: list[Message], cfg: ChatConfig) -> st
     for event in assistant.stream(history, cfg.params(cfg.seed)):
         if event.kind == "transcript":
             print(f"(heard: {event.text})", flush=True)
+        elif event.kind == "description":
+            print(f"(seen: {event.text})", flush=True)
         elif event.kind == "token":
             print(event.text, end="", flush=True)
         elif event.kind == "done":
@@ -60,7 +62,7 @@ def _interactive(assistant: Assistant, cfg: ChatConfig) -> None:
 
 
 def chat(cfg: ChatConfig) -> None:
-    assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
+    assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None, describe_first=cfg.describe_first,
                                asr_prompt=cfg.asr_prompt or None)
     if not cfg.text and not cfg.audio:  # no question given: interactive (an --image goes with the first one)
         _interactive(assistant, cfg)

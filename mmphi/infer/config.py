@@ -20,6 +20,9 @@ class GenerationArgs:
     top_k: int = opt(0, "sample among the k most likely tokens; 0 = no limit")
     repetition_penalty: float = opt(1.0, "penalise tokens already generated (>1); 1 = off")
     no_repeat_ngram: int = opt(0, "repetition guard: never repeat an n-gram of this size; 0 = off")
+    describe_first: bool = opt(False, "answer a question about an image after the model's own description of it "
+                                      "(shown first; once per image): on the shapes world count 88 -> 95%, "
+                                      "docs/accuracy.md")
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "max_new_tokens must be > 0")

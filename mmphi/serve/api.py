@@ -55,7 +55,7 @@ DISCONNECT_POLL_S = 0.2
 
 
 def load_assistant(cfg: ServeConfig) -> Assistant:
-    return Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
+    return Assistant.load(cfg.model, asr_model=cfg.asr_model or None, describe_first=cfg.describe_first,
                           asr_prompt=cfg.asr_prompt or None, max_batch=cfg.max_batch)
 
 
@@ -251,8 +251,8 @@ async def _stream(events: AsyncIterator[Event], head: list[Event], body: ChatReq
         try:
             yield _sse(oa.chunk(cid, name, {"role": "assistant", "content": ""}))
             async for event in _chain(head, events):
-                if event.kind == "transcript":
-                    yield _sse(oa.chunk(cid, name, {}, mmphi={"transcript": event.text}))
+                if event.kind in ("transcript", "description"):
+                    yield _sse(oa.chunk(cid, name, {}, mmphi={event.kind: event.text}))
                 elif event.kind == "token":
                     yield _sse(oa.chunk(cid, name, {"content": event.text}))
                 elif event.kind == "done" and event.reply is not None:

@@ -118,6 +118,8 @@ def make_responder(assistant: Assistant, cfg: AppConfig):
                     heard = event.text
                     chat = [*chat[:-2], _user_bubble(text, image, audio, heard), chat[-1]]
                     yield chat, history, heard, gr.skip(), *keep
+                elif event.kind == "description":  # describe_first: what the model saw, while it answers
+                    yield chat, history, gr.skip(), f"seen: {event.text}", *keep
                 elif event.kind == "token":
                     answer += event.text
                     chat = [*chat[:-1], {"role": "assistant", "content": answer.strip()}]
@@ -209,6 +211,6 @@ def error_app(message: str) -> gr.Blocks:
 def run_app(cfg: AppConfig) -> None:
     """``mmphi app``: load the model and serve the app until interrupted."""
     logging.basicConfig(level=logging.INFO)
-    assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None,
+    assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None, describe_first=cfg.describe_first,
                                asr_prompt=cfg.asr_prompt or None, max_batch=cfg.max_batch)
     launch(build_app(assistant, cfg), cfg)

@@ -109,7 +109,7 @@ def usage(reply: Reply) -> dict[str, int]:
 
 
 def extras(reply: Reply) -> dict[str, Any]:
-    return {"transcripts": reply.transcripts, "warnings": reply.warnings,
+    return {"transcripts": reply.transcripts, "description": reply.description, "warnings": reply.warnings,
             "time_to_first_token_s": reply.time_to_first_token_s, "elapsed_s": round(reply.elapsed_s, 4)}
 
 

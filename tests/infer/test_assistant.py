@@ -162,3 +162,30 @@ def test_streamed_deltas_add_up_to_the_reply_without_the_leading_space(assistant
     deltas = [e.text for e in events if e.kind == "token"]
     assert "".join(deltas) == events[-1].reply.text == "yellow and blue"
     assert all(deltas)
+
+
+def test_describe_first_answers_after_the_models_own_description(tiny_mm_dir, scene, monkeypatch):
+    from mmphi.chat import DESCRIBE
+
+    describing = Assistant.load(tiny_mm_dir, device=None, describe_first=True)
+    submitted = []
+    real = describing.generator.submit
+    monkeypatch.setattr(describing.generator, "submit", lambda embeds, *a, **k: submitted.append(embeds) or
+                        real(embeds, *a, **k))
+    encoded = []
+    real_encode = describing.encoder.encode
+    monkeypatch.setattr(describing.encoder, "encode", lambda rounds, image: encoded.append(list(rounds)) or
+                        real_encode(rounds, image))
+    params = GenerationParams(max_new_tokens=4)
+    events = list(describing.stream([Message("user", "What colour is the circle?", image=scene)], params))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "description" and kinds[-1] == "done" and "description" not in kinds[1:]
+    reply = events[-1].reply
+    assert reply.description == events[0].text and len(submitted) == 2  # the description, then the answer
+    asked = encoded[-1]
+    assert asked[0] == (f"<image>\n{DESCRIBE}", reply.description) and asked[1] == ("What colour is the circle?", None)
+    # A follow-up about the same image reuses the description; text-only turns get none.
+    again = describing.reply([Message("user", "And the square?", image=scene)], params)
+    assert again.description == reply.description and len(submitted) == 3
+    plain = list(describing.stream([Message("user", "Hi.")], params))
+    assert "description" not in [e.kind for e in plain] and plain[-1].reply.description is None

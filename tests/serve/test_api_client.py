@@ -111,3 +111,24 @@ def test_api_key(start_server, monkeypatch):
         r = httpx.get(url + "/v1/models")  # no key at all
         assert r.status_code == 401 and r.json()["error"]["type"] == "invalid_request_error"
         assert httpx.get(url + "/health").status_code == 200  # health checks need no key
+
+
+def test_describe_first_returns_what_the_model_saw(start_server, tiny_mm_dir, image_url):
+    from mmphi.infer.assistant import Assistant
+
+    def loader(cfg):
+        return Assistant.load(tiny_mm_dir, describe_first=cfg.describe_first)
+
+    with start_server(loader=loader, describe_first=True) as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        messages = [{"role": "user", "content": [{"type": "text", "text": "What colour is the circle?"},
+                                                 {"type": "image_url", "image_url": {"url": image_url}}]}]
+        r = client.chat.completions.create(model="mmphi", max_tokens=4, messages=messages)
+        seen = r.mmphi["description"]
+        assert isinstance(seen, str) and r.choices[0].message.content
+        chunks = list(client.chat.completions.create(model="mmphi", max_tokens=4, messages=messages, stream=True))
+        described = [c.mmphi["description"] for c in chunks if (getattr(c, "mmphi", None) or {}).get("description")]
+        assert described[:1] == [seen]  # the same image: the same (cached) description, before the answer
+        text = client.chat.completions.create(model="mmphi", max_tokens=4,
+                                              messages=[{"role": "user", "content": "Hi."}])
+        assert text.mmphi["description"] is None
