@@ -128,10 +128,16 @@ class Demo:
 
         out = {}
         for split in ("train", "val"):  # one store; test images go through the encoder live in eval
-            out[split] = embed(self.settings("embed", EmbedConfig, vision=str(self.path("clip", "final")),
+            out[split] = embed(self.settings("embed", EmbedConfig, vision=self.vision,
                                              images=str(self.path("world", split, "images")),
                                              out=str(self.path("features"))))
         return out
+
+    @property
+    def vision(self) -> str:
+        """The vision tower under stages 1-2: the recipe's align.vision (tiny: the bundled mmphi/tiny-clip),
+        else this run's own CLIP."""
+        return (self.recipe.get("align") or {}).get("vision") or str(self.path("clip", "final"))
 
     @property
     def base_lm(self) -> str:
@@ -144,7 +150,7 @@ class Demo:
 
         return align(self.settings("align", AlignConfig, data=str(self.path("world")),
                                    features=str(self.path("features")), lm=self.base_lm,
-                                   vision=str(self.path("clip", "final")), out=str(self.path("align"))))
+                                   vision=self.vision, out=str(self.path("align"))))
 
     def finetune(self) -> dict:
         from mmphi.mm.config import FinetuneConfig
@@ -184,7 +190,9 @@ def run_demo(cfg: DemoConfig) -> dict:
                                         f"{'/'.join(str(v) for v in s['splits'].values())}), "
                                         f"{s['speech']} spoken test questions")
     d.stage("clip", d.clip, lambda s: f"tiny CLIP image->caption top-1 {_pct(s['retrieval']['top1'])} on val "
-                                      f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps")
+                                      f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps"
+                                      + ("" if d.vision == str(d.path("clip", "final")) else
+                                         f"; a demonstration: stages 1-2 read {d.vision}"))
     d.stage("pretrain", d.pretrain, lambda s: (
         f"val loss {s['initial_loss']:.2f} -> {s['final_val_loss']:.3f} (initial - 1 at step "
         f"{s['step_reached_target']}), text QA {_pct(s['text_qa']['accuracy']['overall']['accuracy'])}"

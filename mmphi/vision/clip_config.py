@@ -15,6 +15,8 @@ class ClipConfig(TrainArgs):
     tokenizer: str = opt("offline", "text tokenizer: 'offline' (Phi-2's BPE built locally), a hub id or a folder")
     model: dict = opt({}, "CLIPConfig: {'vision_config': {...}, 'text_config': {...}, 'projection_dim': N} "
                           "(JSON; the keys given override the recipe's)")
+    bundle_into: str = opt("", "also write final/'s vision tower as a bundled model folder here (config, weights, "
+                                 "image processor, model card, bundle.json), as mmphi/models/tiny-clip was made")
     retrieval_images: int = opt(200, "val images used for the image->caption retrieval score")
 
     def __post_init__(self) -> None:

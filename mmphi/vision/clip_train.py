@@ -207,4 +207,29 @@ def train_clip(cfg: ClipConfig) -> dict:
           f"(chance {r['chance'] * 100:.1f}%), top-5 {r['top5'] * 100:.1f}% (chance {r['chance_top5'] * 100:.1f}%)")
     run.plot_loss("tiny CLIP: contrastive loss")
     run.write_json("summary.json", summary)
+    if cfg.bundle_into:
+        summary["bundle"] = _bundle(cfg, summary, model_cfg, len(paths))
     return summary
+
+
+def _bundle(cfg: ClipConfig, summary: dict, model_cfg, train_images: int) -> dict:
+    """``--bundle-into``: the vision tower of this run as a bundled model (mmphi/vision/bundle.py)."""
+    import os
+    import platform
+
+    from mmphi.vision.bundle import export_vision_bundle
+
+    world = Path(cfg.data) / "world.json"
+    seed = json.loads(world.read_text())["settings"]["seed"] if world.exists() else None
+    vision = model_cfg.vision_config
+    into = Path(cfg.bundle_into)
+    facts = {"name": f"mmphi/{into.name}", "world_seed": seed, "train_images": train_images,
+             "steps": summary["steps"], "batch_size": cfg.batch_size,
+             "minutes": round(summary["elapsed_s"] / 60, 1), "retrieval": summary["retrieval"],
+             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+             "vision_config": {"grid": vision.image_size // vision.patch_size},
+             "commands": [f"mmphi world --seed {seed} --out W  # the tiny recipe's world",
+                          f"mmphi clip --data W --out C --max-steps {cfg.max_steps} --bundle-into {cfg.bundle_into}"]}
+    out = export_vision_bundle(Path(cfg.out) / "final", into, facts)
+    print(f"vision tower bundled in {into} (sha256 {out['sha256'][:16]}...)")
+    return out

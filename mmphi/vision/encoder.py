@@ -96,6 +96,9 @@ class VisionEncoder(nn.Module):
         """Load the tower and processor from a hub id or local directory (a full CLIP or a vision tower)."""
         if mode not in MODES:
             raise VisionEncoderError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        from mmphi.bundled import resolve_model
+
+        given, name_or_path = name_or_path, resolve_model(name_or_path)  # a bundled name loads offline
         family, config = _vision_config(name_or_path)
         spec = FAMILIES[family]
         num_layers = config.num_hidden_layers
@@ -128,7 +131,7 @@ class VisionEncoder(nn.Module):
                 raise VisionEncoderError(f"{name_or_path!r} has no pooling head (vision_use_head=False); "
                                          "use mode patch")
             num_tokens, feature_dim = 1, config.hidden_size
-        encoder = cls(tower.to(device), processor, name_or_path=name_or_path, family=family, mode=mode,
+        encoder = cls(tower.to(device), processor, name_or_path=given, family=family, mode=mode,
                       layer=layer if mode == "patch" else None, hidden_index=index, num_tokens=num_tokens,
                       feature_dim=feature_dim, image_size=config.image_size)
         side = encoder.preprocess([Image.new("RGB", (8, 8))]).shape[-2:]
