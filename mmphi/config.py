@@ -185,7 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, recipe_defaults: d
         flag = "--" + f.name.replace("_", "-")
         text = f.metadata.get("help", "")
         shown = json.dumps(default) if isinstance(default, (dict, list)) else default
-        text = f"{text} (default: {shown})"
+        text = f"{text} (default: {shown})".replace("%", "%%")  # argparse formats help with %
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs="?", default=None, metavar=f.name.upper(), help=text)
             continue

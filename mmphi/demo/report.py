@@ -36,6 +36,12 @@ def _training_table(root: Path, state: dict) -> str:
         # run.json's total counts the trained copy of the live embedding rows too; params.total is the model's
         rows.append(["tiny CLIP (vision + text towers)", _m(clip.get("params", {}).get("total", clip["total_params"])),
                      f"{s['samples']:,} image-caption pairs", f"{stages['clip']['minutes']:.1f}"])
+    tower = vision_facts(state)
+    if tower is not None:
+        rows.append([f"`{tower['name']}`, the bundled vision tower stages 1-2 read images with (trained by "
+                     f"`{tower['commands'][-1]}`, not in this run)",
+                     _m(tower["params"]), f"{tower['steps'] * tower['batch_size']:,} image-caption pairs",
+                     f"({tower['minutes']})"])
     base = base_facts(state)
     if pre:
         s = stages["pretrain"]["summary"]
@@ -79,6 +85,13 @@ def base_facts(state: dict) -> dict | None:
     from mmphi.bundled import bundle_facts
 
     return bundle_facts(state["lm"]) if state.get("lm") else None
+
+
+def vision_facts(state: dict) -> dict | None:
+    """The bundle.json of the bundled vision tower stages 1-2 read images with, if they did."""
+    from mmphi.bundled import bundle_facts
+
+    return bundle_facts(state["vision"]) if state.get("vision") else None
 
 
 def _base_lines(state: dict, s: dict) -> list[str]:
@@ -205,8 +218,8 @@ def write_demo_report(root: Path, state: dict) -> Path:
               f"Total {minutes:.1f} minutes.", "",
               markdown_table(["stage", "result"], [[k, v["line"]] for k, v in stages.items() if "line" in v]), ""]
     body = [START, "", "### What was trained", "", _training_table(root, state), "",
-            "Loss curves: [CLIP](clip/loss.png) · [stage 0](pretrain/loss.png) · [stage 1](align/loss.png) · "
-            "[stage 2](finetune/loss.png)", "",
+            "Loss curves: " + ("[CLIP](clip/loss.png) · " if (root / "clip" / "loss.png").exists() else "")
+            + "[stage 0](pretrain/loss.png) · [stage 1](align/loss.png) · [stage 2](finetune/loss.png)", "",
             *_stage0(root, state), *_eval(root), *_bench(state), END, ""]
     path = root / "report.md"
     path.write_text("\n".join(header + body))

@@ -4,9 +4,11 @@ The stages take their settings from ``--recipe`` (``tiny``, the default, or ``ti
 have a section for every model the demo trains. Stages 1-2 build on the recipe's ``align.lm`` (tiny: the
 bundled base ``mmphi/tiny-phi-base``; ``--lm`` overrides), and stage 0 is then a demonstration of
 pretraining from scratch, compared with that base on the same held-out tokens; a recipe that names no
-base (tiny-full) builds stages 1-2 on its own stage 0.
+base (tiny-full) builds stages 1-2 on its own stage 0. Likewise stages 1-2 read images with the recipe's
+``align.vision`` (tiny: the bundled ``mmphi/tiny-clip``, so no CLIP is trained), else with a CLIP the run
+trains itself (tiny-full).
 
-    world -> clip -> pretrain -> embed -> align -> finetune -> eval -> bench -> report
+    world -> clip (unless bundled) -> pretrain -> embed -> align -> finetune -> eval -> bench -> report
 
 Every stage writes its own folder under ``--out``; ``demo.json`` records the stages that finished.
 Re-running skips those and resumes an interrupted stage from its last checkpoint.
@@ -43,7 +45,7 @@ class Demo:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.recipe = load_recipe(cfg.recipe)
-        missing = [s for s in TRAINED if not self.recipe.get(s)]
+        missing = [s for s in TRAINED if not self.recipe.get(s) and not (s == "clip" and self.bundled_vision)]
         if missing:
             raise MmphiError(f"recipe {self.recipe['name']!r} has no {', '.join(missing)} section: the demo trains "
                              "a CLIP, a stage-0 LM and stages 1-2 on the shapes world (recipes tiny, tiny-full); run "
@@ -66,6 +68,7 @@ class Demo:
             raise MmphiError(f"{self.root} holds a demo run built on {state['lm']!r}, not {self.base_lm!r}; use "
                              "another --out, the same --lm, or --restart")
         self.state["lm"] = self.base_lm
+        self.state["vision"] = self.vision
 
     def _clear(self) -> None:
         """Remove what earlier runs wrote here (stages would otherwise resume from their checkpoints)."""
@@ -113,6 +116,8 @@ class Demo:
         from mmphi.vision.clip_config import ClipConfig
         from mmphi.vision.clip_train import train_clip
 
+        if self.bundled_vision:  # as stage 0's base, the vision tower is pretrained once and shipped
+            return {"skipped": True, "vision": self.bundled_vision}
         return train_clip(self.settings("clip", ClipConfig, data=str(self.path("world")), out=str(self.path("clip"))))
 
     def pretrain(self) -> dict:
@@ -134,9 +139,17 @@ class Demo:
         return out
 
     @property
+    def bundled_vision(self) -> str:
+        """The recipe's align.vision when it is a bundled tower (tiny: mmphi/tiny-clip), which the demo then
+        does not train; "" otherwise."""
+        from mmphi.bundled import bundled_names
+
+        name = (self.recipe.get("align") or {}).get("vision") or ""
+        return name if name in bundled_names() else ""
+
+    @property
     def vision(self) -> str:
-        """The vision tower under stages 1-2: the recipe's align.vision (tiny: the bundled mmphi/tiny-clip),
-        else this run's own CLIP."""
+        """The vision tower under stages 1-2: the recipe's align.vision, else this run's own CLIP."""
         return (self.recipe.get("align") or {}).get("vision") or str(self.path("clip", "final"))
 
     @property
@@ -189,10 +202,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     d.stage("world", d.world, lambda s: f"{sum(s['splits'].values())} scenes (train/val/test "
                                         f"{'/'.join(str(v) for v in s['splits'].values())}), "
                                         f"{s['speech']} spoken test questions")
-    d.stage("clip", d.clip, lambda s: f"tiny CLIP image->caption top-1 {_pct(s['retrieval']['top1'])} on val "
-                                      f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps"
-                                      + ("" if d.vision == str(d.path("clip", "final")) else
-                                         f"; a demonstration: stages 1-2 read {d.vision}"))
+    d.stage("clip", d.clip, lambda s: (
+        f"not trained here: stages 1-2 read the bundled {s['vision']} (made by `mmphi clip --bundle-into`)"
+        if s.get("skipped") else f"tiny CLIP image->caption top-1 {_pct(s['retrieval']['top1'])} on val "
+                                 f"(chance {_pct(s['retrieval']['chance'])}), {s['steps']} steps"))
     d.stage("pretrain", d.pretrain, lambda s: (
         f"val loss {s['initial_loss']:.2f} -> {s['final_val_loss']:.3f} (initial - 1 at step "
         f"{s['step_reached_target']}), text QA {_pct(s['text_qa']['accuracy']['overall']['accuracy'])}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from transformers import CLIPModel, PhiForCausalLM
+from transformers import PhiForCausalLM
 
 from mmphi.cli import main
 from mmphi.demo.run import STAGES
@@ -21,7 +21,9 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
 
     # Every stage left its product behind, loadable by the libraries it is meant for.
     PhiForCausalLM.from_pretrained(out / "pretrain" / "final")
-    CLIPModel.from_pretrained(out / "clip" / "final")
+    # The tiny recipe reads images with the bundled CLIP, so the demo trains none (tiny-full trains its own).
+    assert state["stages"]["clip"]["summary"] == {"skipped": True, "vision": "mmphi/tiny-clip"}
+    assert not (out / "clip").exists() and state["vision"] == "mmphi/tiny-clip"
     assert (out / "finetune" / "final" / "mmphi.json").is_file()
     ev = state["stages"]["eval"]["summary"]["vqa"]
     assert {"typed", "blind"} <= set(ev)
@@ -40,6 +42,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     pre = state["stages"]["pretrain"]["summary"]
     assert pre["reference"] == "mmphi/tiny-phi-base" and pre["reference_val_loss"] < pre["final_val_loss_full_vocab"]
     assert "Stages 1-2 build on `mmphi/tiny-phi-base`" in report
+    assert "`mmphi/tiny-clip`, the bundled vision tower" in report and "[CLIP](" not in report
     for png in ("pretrain/loss.png", "pretrain/loss_vs_reference.png", "finetune/loss.png"):
         assert (out / png).stat().st_size > 1000
 
@@ -84,6 +87,9 @@ def test_the_demo_runs_the_recipe_it_is_given(tmp_path, capsys):
     assert (cfg.max_steps, cfg.max_minutes, cfg.model["hidden_size"]) == (28800, 0, 128)  # tiny's model, more steps
     assert demo.state["recipe"] == "tiny-full"
     assert demo.base_lm == str(tmp_path / "full" / "pretrain" / "final")  # tiny-full: stages 1-2 on its own stage 0
+    assert demo.bundled_vision == "" and demo.vision == str(tmp_path / "full" / "clip" / "final")  # and its own CLIP
+    tiny = Demo(DemoConfig(out=str(tmp_path / "tiny")))
+    assert tiny.bundled_vision == tiny.vision == "mmphi/tiny-clip"  # tiny: the bundled tower, no CLIP trained
 
     # --recipe reaches the demo, and a folder holding another recipe's run is not silently mixed with it
     out = tmp_path / "demo"
