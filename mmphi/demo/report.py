@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from mmphi.common.tables import accuracy_table, markdown_table, pct
 from mmphi.eval.report import by_objects_section
-from mmphi.eval.tables import accuracy_table, markdown_table, pct
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # What the multimodal stages aim for on the shapes world, per question type (README, docs/accuracy.md).

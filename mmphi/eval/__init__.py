@@ -1,32 +1,7 @@
-"""Evaluation metrics (VQA accuracy, BLEU-4, CIDEr-D, WER, perplexity) and report tables/charts."""
+"""Evaluation: ``mmphi eval`` (VQA by question type, typed / spoken / blind, captions, ASR, perplexity) and
+its report; caption, WER and perplexity scores. Exact-answer scoring, tables and charts are in
+:mod:`mmphi.common`, below the stages that use them too."""
 
-from mmphi.eval.metrics import (
-    accuracy_by_type,
-    bleu4,
-    caption_tokens,
-    cider,
-    normalize_answer,
-    ordered_types,
-    perplexity,
-    vqa_correct,
-    word_error_rate,
-)
-from mmphi.eval.tables import accuracy_table, bar_chart, format_cell, line_chart, markdown_table, pct
+from mmphi.eval.metrics import bleu4, caption_tokens, cider, perplexity, word_error_rate
 
-__all__ = [
-    "accuracy_by_type",
-    "accuracy_table",
-    "bar_chart",
-    "bleu4",
-    "caption_tokens",
-    "cider",
-    "format_cell",
-    "line_chart",
-    "markdown_table",
-    "normalize_answer",
-    "ordered_types",
-    "pct",
-    "perplexity",
-    "vqa_correct",
-    "word_error_rate",
-]
+__all__ = ["bleu4", "caption_tokens", "cider", "perplexity", "word_error_rate"]

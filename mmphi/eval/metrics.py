@@ -1,129 +1,24 @@
-"""Scores for what mmphi evaluates: VQA exact match, caption BLEU-4 / CIDEr-D, ASR word error rate, perplexity.
+"""Scores for what mmphi evaluates beyond exact answers: caption BLEU-4 / CIDEr-D, ASR word error rate, perplexity.
 
 The caption and ASR metrics come from the libraries the field reports with (``pycocoevalcap`` for the
 coco-caption scorers, ``jiwer`` for WER), so our numbers are comparable with published ones; this module
 only normalises text and checks inputs, because those libraries fail with bare ``assert``s or silently
-score the wrong thing (e.g. a reference given as one string instead of a list of strings).
+score the wrong thing (e.g. a reference given as one string instead of a list of strings). Exact-answer
+scoring (VQA) lives in :mod:`mmphi.common.questions`, below every stage that uses it.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import jiwer
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from mmphi.world.language import QUESTION_TYPES
+from mmphi.common.text import canonical, words
 
-__all__ = [
-    "accuracy_by_type",
-    "bleu4",
-    "caption_tokens",
-    "cider",
-    "normalize_answer",
-    "ordered_types",
-    "perplexity",
-    "vqa_correct",
-    "word_error_rate",
-]
-
-_ARTICLES = frozenset({"a", "an", "the"})
-_NUMBER_WORDS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
-)
-# US -> UK spellings of the words the shapes world uses (it writes "colour", "centre", "grey").
-# A model, or Whisper transcribing a spoken question, may well write the US form; that is not an error.
-_SPELLING = {
-    "center": "centre",
-    "centered": "centred",
-    "color": "colour",
-    "colors": "colours",
-    "colored": "coloured",
-    "colorful": "colourful",
-    "gray": "grey",
-}
-# Apostrophes are deleted ("it's" -> "its") rather than split, so contractions stay one word;
-# every other non-word character separates words ("left-hand" -> "left hand").
-_APOSTROPHES = re.compile(r"['\u2019]")
-_PUNCT = re.compile(r"[^\w\s]|_")
-
-
-def _words(text: str) -> list[str]:
-    """Lower-case words with punctuation removed: the tokenisation every metric here shares."""
-    text = _APOSTROPHES.sub("", text.lower())
-    return _PUNCT.sub(" ", text).split()
-
-
-def _canonical(word: str) -> str:
-    """One spelling per word: digits as number words, UK spelling where the world uses it."""
-    if word.isdigit() and int(word) < len(_NUMBER_WORDS):
-        return _NUMBER_WORDS[int(word)]
-    return _SPELLING.get(word, word)
-
-
-def normalize_answer(text: str) -> str:
-    """The canonical form of a short answer, so "The Centre." and "centre" compare equal.
-
-    Lower-cases, removes punctuation and surrounding whitespace, writes small numbers as words
-    ("2" -> "two"), maps US spellings to the world's UK ones ("center" -> "centre"), reduces a reply
-    that starts with yes/no to that word ("Yes, there is." -> "yes") and drops leading articles
-    ("a circle" -> "circle"). Sentences keep all their other words, so "describe" answers still
-    have to match word for word.
-    """
-    words = [_canonical(w) for w in _words(text)]
-    if words and words[0] in ("yes", "no"):
-        return words[0]
-    while words and words[0] in _ARTICLES:
-        words = words[1:]
-    return " ".join(words)
-
-
-def vqa_correct(prediction: str, answer: str) -> bool:
-    """Exact match after :func:`normalize_answer`: the world's answers are unambiguous, so no partial credit."""
-    return normalize_answer(prediction) == normalize_answer(answer)
-
-
-def ordered_types(types: Iterable[str]) -> list[str]:
-    """Question types in report order: the world's types first, then others alphabetically, "overall" last.
-
-    A fixed order keeps tables from different runs comparable line by line.
-    """
-    known = {t: i for i, t in enumerate(QUESTION_TYPES)}
-    unique = set(types)
-    has_overall = "overall" in unique
-    unique.discard("overall")
-    out = sorted(unique, key=lambda t: (0, known[t], "") if t in known else (1, 0, t))
-    return [*out, "overall"] if has_overall else out
-
-
-def _cell(n: int, correct: int) -> dict[str, float]:
-    # 0/0 is reported as 0.0 (not NaN) so results.json stays valid strict JSON; "n" shows it is empty.
-    return {"n": n, "correct": correct, "accuracy": correct / n if n else 0.0}
-
-
-def accuracy_by_type(rows: Iterable[Mapping]) -> dict[str, dict[str, float]]:
-    """Accuracy per question type plus "overall", from rows carrying ``"type"`` and ``"correct"``.
-
-    Returns ``{type: {"n": int, "correct": int, "accuracy": float in 0..1}}`` in :func:`ordered_types`
-    order; "overall" is always present (n=0 when there are no rows).
-    """
-    counts: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        if "type" not in row or "correct" not in row:
-            raise ValueError(f"row {i} needs 'type' and 'correct' keys, got {sorted(row)}")
-        kind = str(row["type"])
-        if kind == "overall":
-            raise ValueError(f"row {i}: 'overall' is reserved for the total and cannot be a question type")
-        tally = counts.setdefault(kind, [0, 0])
-        tally[0] += 1
-        tally[1] += int(bool(row["correct"]))
-    out = {kind: _cell(*counts[kind]) for kind in ordered_types(counts)}
-    out["overall"] = _cell(sum(n for n, _ in counts.values()), sum(c for _, c in counts.values()))
-    return out
+__all__ = ["bleu4", "caption_tokens", "cider", "perplexity", "word_error_rate"]
 
 
 def caption_tokens(text: str) -> str:
@@ -133,7 +28,7 @@ def caption_tokens(text: str) -> str:
     pure-Python stand-in that, like it, lower-cases and drops punctuation tokens. Spellings and
     digits are left as written: caption metrics should see what the model wrote.
     """
-    return " ".join(_words(text))
+    return " ".join(words(text))
 
 
 def _caption_inputs(
@@ -192,7 +87,7 @@ def cider(candidates: Mapping[Hashable, str], references: Mapping[Hashable, Sequ
 
 def _asr_text(text: str) -> str:
     """ASR text for WER: case, punctuation, digits and US/UK spelling are not recognition errors."""
-    return " ".join(_canonical(w) for w in _words(text))
+    return " ".join(canonical(w) for w in words(text))
 
 
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmphi.eval.metrics import ordered_types
-from mmphi.eval.tables import accuracy_table, bar_chart, markdown_table, pct
+from mmphi.common.charts import bar_chart
+from mmphi.common.questions import ordered_types
+from mmphi.common.tables import accuracy_table, markdown_table, pct
 
 
 def _vqa_section(vqa: dict, out: Path) -> list[str]:

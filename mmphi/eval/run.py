@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmphi.common.questions import accuracy_by_type, by_objects_if_known
 from mmphi.errors import MmphiError
 from mmphi.eval.config import EvalConfig
-from mmphi.eval.metrics import accuracy_by_type, bleu4, cider, perplexity, word_error_rate
+from mmphi.eval.metrics import bleu4, cider, perplexity, word_error_rate
 from mmphi.eval.report import write_report
-from mmphi.eval.vqa import answer_questions, by_objects_if_known, single_questions
+from mmphi.mm.vqa import answer_questions, single_questions
 
 
 class _Images:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmphi.eval.tables import accuracy_table
+from mmphi.common.tables import accuracy_table
 
 
 def _qa_table(qa: dict) -> str:

@@ -200,7 +200,7 @@ def _plot_beside_reference(run: RunDir, ref_dir: Path, name: str) -> None:
     curve = ref_dir / "curve.json"
     if not curve.exists():
         return
-    from mmphi.eval.tables import line_chart
+    from mmphi.common.charts import line_chart
 
     ref = json.loads(curve.read_text())["val"]
     own = [(m["step"], m["eval_loss"]) for m in run.metrics() if m.get("split") == "val" and "eval_loss" in m]

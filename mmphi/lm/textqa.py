@@ -13,8 +13,7 @@ import torch
 from tqdm import tqdm
 
 from mmphi.chat import IMAGE, format_conversation
-from mmphi.eval.metrics import accuracy_by_type, vqa_correct
-from mmphi.eval.vqa import by_objects_if_known
+from mmphi.common.questions import accuracy_by_type, by_objects_if_known, vqa_correct
 from mmphi.world.language import full_captions
 
 EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")

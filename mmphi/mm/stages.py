@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from mmphi.eval.vqa import single_questions, vqa_accuracy
 from mmphi.lm.loading import load_causal_lm
 from mmphi.mm.config import AlignConfig, FinetuneConfig
 from mmphi.mm.data import ChatEncoder, Example, LengthGroupedSampler, caption_examples, collate, llava_examples
 from mmphi.mm.model import MultimodalLM, base_lm, load_projector, lora_targets, read_spec, resolve
 from mmphi.mm.projector import build_projector
+from mmphi.mm.vqa import single_questions, vqa_accuracy
 from mmphi.tokenizer import load_tokenizer
 from mmphi.train import checkpoint as ckpt
 from mmphi.train.dist import process_state

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmphi.eval.tables import line_chart
+from mmphi.common.charts import line_chart
 
 
 class RunDir:

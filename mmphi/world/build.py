@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmphi.chat import CAPTION_PROMPTS, EOS, IMAGE, format_conversation, with_image
+from mmphi.common.questions import QUESTION_TYPES
 from mmphi.world import language, scenes
 from mmphi.world.config import WorldConfig
 from mmphi.world.speech import VOICES, espeak_path, speak_many
@@ -171,7 +172,7 @@ def build_world(cfg: WorldConfig) -> dict:
         "splits": sizes,
         "speech": n_speech,
         "shapes": list(scenes.SHAPES), "colours": list(scenes.COLOURS), "positions": list(scenes.POSITIONS),
-        "sizes": list(scenes.SIZES), "question_types": list(language.QUESTION_TYPES),
+        "sizes": list(scenes.SIZES), "question_types": list(QUESTION_TYPES),
     }
     _dump(root / "world.json", summary)
     return summary

@@ -11,9 +11,9 @@ from collections import Counter
 
 import numpy as np
 
+from mmphi.common.questions import QUESTION_TYPES
 from mmphi.world.scenes import COLOURS, POSITIONS, SHAPES, Obj, Scene
 
-QUESTION_TYPES = ("colour", "shape", "count", "position", "yesno", "describe")
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 PLACE = {"left": "on the left", "right": "on the right", "top": "at the top",
          "bottom": "at the bottom", "centre": "in the centre"}

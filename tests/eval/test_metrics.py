@@ -10,16 +10,8 @@ import sys
 
 import pytest
 
-from mmphi.eval import (
-    accuracy_by_type,
-    bleu4,
-    cider,
-    normalize_answer,
-    ordered_types,
-    perplexity,
-    vqa_correct,
-    word_error_rate,
-)
+from mmphi.common.questions import accuracy_by_type, normalize_answer, ordered_types, vqa_correct
+from mmphi.eval import bleu4, cider, perplexity, word_error_rate
 
 
 @pytest.mark.parametrize(
@@ -215,7 +207,7 @@ def test_perplexity() -> None:
 
 
 def test_accuracy_by_objects_groups_rows_by_the_scene_they_ask_about(tmp_path) -> None:
-    from mmphi.eval.vqa import accuracy_by_objects
+    from mmphi.common.questions import accuracy_by_objects
 
     scenes = [{"file_name": "a.png", "objects": [{}]}, {"file_name": "b.png", "objects": [{}, {}, {}]},
               {"file_name": "c.png", "objects": [{}, {}, {}]}]

@@ -91,10 +91,11 @@ def test_spoken_questions_put_the_image_where_their_typed_twins_do(tiny_mm_dir, 
 
 
 def test_describe_first_asks_each_question_after_the_models_own_description(tiny_mm_dir, small_world, tmp_path):
+    from mmphi.chat import DESCRIBE
     from mmphi.eval.run import _Images
-    from mmphi.eval.vqa import DESCRIBE, answer_questions, single_questions
     from mmphi.mm.data import ChatEncoder
     from mmphi.mm.loading import load_multimodal
+    from mmphi.mm.vqa import answer_questions, single_questions
 
     model, tok = load_multimodal(tiny_mm_dir)
     enc = ChatEncoder(tok, model.image_tokens, "", 4096)

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mmphi.eval import accuracy_by_type, accuracy_table, bar_chart, format_cell, line_chart, markdown_table, pct
+from mmphi.common.charts import bar_chart, line_chart
+from mmphi.common.questions import accuracy_by_type
+from mmphi.common.tables import accuracy_table, format_cell, markdown_table, pct
 
 
 def _cells(table: str) -> list[list[str]]:

@@ -1,20 +1,18 @@
 """Visual question answering on the shapes world: each exact-answer question asked alone, greedily.
 
-Shared by stage 2's validation and ``mmphi eval``. The image sits where the record put it
-(start or end of the first turn); the blind baseline asks the same question with no image.
+Shared by stage 2's validation and ``mmphi eval`` (which imports it from here, below it). The image
+sits where the record put it (start or end of the first turn); the blind baseline asks the same
+question with no image.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mmphi.chat import DESCRIBE, IMAGE
-from mmphi.eval.metrics import accuracy_by_type, vqa_correct
-
-EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
+from mmphi.common.questions import EXACT_TYPES, accuracy_by_type, vqa_correct
 
 
 def single_questions(instruct_file: Path, limit: int = 0) -> list[dict]:
@@ -69,35 +67,6 @@ def answer_questions(model, tokenizer, encoder, items: Sequence[dict], features_
     return [{**it, "prediction": p, "correct": vqa_correct(p, it["answer"]),
              **({"description": described[it["image"]]} if it["image"] in described else {})}
             for it, p in zip(items, predictions, strict=True)]
-
-
-def accuracy_by_objects(rows: Sequence[dict], scenes_file: Path) -> dict:
-    """Accuracy per question type for scenes of 1, 2, 3... objects (a shapes world's ``scenes.json``).
-
-    One object needs no binding; with several, a question names one object and asks about another
-    of its attributes, so the gap between the columns shows how well the model binds. Rows whose
-    image the file does not list are left out.
-    """
-    counts = {s["file_name"]: len(s["objects"]) for s in json.loads(Path(scenes_file).read_text())}
-    groups: dict[int, list[dict]] = {}
-    for row in rows:
-        if row["image"] in counts:
-            groups.setdefault(counts[row["image"]], []).append(row)
-    return {f"{n} object{'s' if n > 1 else ''}": accuracy_by_type(groups[n]) for n in sorted(groups)}
-
-
-def by_objects_if_known(rows: Sequence[dict], split: Path) -> dict | None:
-    """``accuracy_by_objects`` when ``split`` holds a shapes world's ``scenes.json``; None when it has
-    none, and a warning instead of an error when it cannot be read (the accuracy itself still counts)."""
-    path = Path(split) / "scenes.json"
-    if not path.exists():
-        return None
-    try:
-        return accuracy_by_objects(rows, path)
-    except (ValueError, KeyError, TypeError) as err:
-        print(f"warning: {path} is not a shapes world's scenes file ({err!r}); no accuracy by number of objects",
-              file=sys.stderr)
-        return None
 
 
 def vqa_accuracy(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable) -> dict:
