@@ -1,7 +1,7 @@
 """The docs stay true to the CLI: every ``mmphi`` command in a shell block parses with the CLI's own parser.
 
-Also: the README stays short, and every relative link in the README and docs/ points to a file that exists
-(and to a heading that exists, when it names one). Commands are parsed, never run.
+Also: the README stays short, and every relative link in the README, CONTRIBUTING.md and docs/ points to a
+file that exists (and to a heading that exists, when it names one). Commands are parsed, never run.
 """
 
 from __future__ import annotations
@@ -207,8 +207,7 @@ def broken_links(path: Path) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("doc", [README, *sorted((ROOT / "docs").glob("*.md"))],
-                         ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize("doc", doc_files(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_relative_links_point_to_files_that_exist(doc):
     assert broken_links(doc) == []
 
