@@ -12,7 +12,7 @@ Audio of any length is transcribed completely, by one of three paths:
   a whole 30 s window. Whisper's encoder cost grows with its input and dominates a short clip, so
   a 2 s question is decoded about 2x faster; word error rate 4.7% against 9.2% by the plain path on
   the demo's 50 spoken test questions, 5.4% against 4.9% on 195 others (``bench/asr_speed.py
-  --questions``, which measures the paths side by side; docs/serving.md).
+  --questions``, which measures the paths side by side; docs/speech.md).
 - "batched" (longer audio): faster-whisper's batched pipeline cuts the speech into chunks of up
   to 30 s and decodes ``batch_size`` of them together.
 - "plain": faster-whisper's sequential transcribe, window after window (the reference the other

@@ -48,8 +48,8 @@ class Demo:
         missing = [s for s in TRAINED if not self.recipe.get(s) and not (s == "clip" and self.bundled_vision)]
         if missing:
             raise MmphiError(f"recipe {self.recipe['name']!r} has no {', '.join(missing)} section: the demo trains "
-                             "a CLIP, a stage-0 LM and stages 1-2 on the shapes world (recipes tiny, tiny-full); run "
-                             "a recipe with pretrained models verb by verb (README)")
+                             "a stage-0 LM, stages 1-2 and a CLIP unless bundled on the shapes world (recipes tiny, "
+                             "tiny-full); run a recipe with pretrained models verb by verb (docs/gpu.md)")
         self.root = Path(cfg.out)
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_file = self.root / "demo.json"
