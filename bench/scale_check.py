@@ -31,21 +31,22 @@ at the end unless ``--keep-checkpoint DIR`` is given; a kept checkpoint of the s
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/procmem.py, also when loaded by path
+from procmem import AnonPeak, logical_numel, memory, release_freed_heap, reset_peak  # noqa: E402
+from random_checkpoint import build_checkpoint, checkpoint_matches  # noqa: E402
 
 from mmphi.config import build, load_recipe
 from mmphi.lm.config import PretrainConfig
@@ -55,7 +56,6 @@ IMAGE_TOKENS, FEATURE_DIM = 49, 768  # CLIP ViT-B/32 at 224 px: 7x7 patches (CLS
 PROJECTOR = "mlp2x_gelu"
 BENCH_LORA = {"lora_r": 64, "lora_alpha": 16}  # QLoRA's setting; used when the recipe has no finetune section
 CONFIGS = ("nf4", "bf16")
-SHAPE_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
 # ---------------------------------------------------------------------------- settings
@@ -70,108 +70,6 @@ def finetune_settings(recipe: dict[str, Any], flags: dict[str, Any]) -> Finetune
     return build(FinetuneConfig, BENCH_LORA, recipe.get("finetune", {}), flags, placeholders)
 
 
-# ---------------------------------------------------------------------------- memory
-def memory() -> dict[str, float]:
-    """Current and peak resident set size (GiB) from /proc/self/status."""
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) / 2**20  # kB -> GiB
-    return out
-
-
-def release_freed_heap() -> bool:
-    """``gc.collect()`` then glibc's ``malloc_trim(0)``: hand freed heap pages back to the kernel.
-
-    After a 4-bit load on CPU glibc may keep several GiB of freed (per-tensor, <32 MB) staging buffers in
-    its heap, more or less depending on timing; without trimming, the step's peak would measure that
-    leftover rather than the memory the step needs. False when the C library has no ``malloc_trim``.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
-def reset_peak() -> None:
-    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs)."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-class AnonPeak:
-    """Highest anonymous RSS seen by a 20 ms sampler thread (the kernel keeps no high-water mark for it).
-
-    VmHWM also counts file-backed pages: bf16 weights memory-mapped from the safetensors file, and the
-    whole source file while a 4-bit load reads it. Those are real while resident but reclaimable.
-    """
-
-    def __enter__(self) -> AnonPeak:
-        self.peak, self._stop = memory()["RssAnon"], threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, memory()["RssAnon"])
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, memory()["RssAnon"])
-
-
-# ---------------------------------------------------------------------------- the random checkpoint
-def checkpoint_matches(path: Path, spec: dict[str, Any]) -> bool:
-    cfg_file = path / "config.json"
-    if not cfg_file.exists() or not any(path.glob("*.safetensors")):
-        return False
-    saved = json.loads(cfg_file.read_text())
-    return all(saved.get(k) == spec[k] for k in SHAPE_KEYS if k in spec)
-
-
-@torch.no_grad()
-def build_checkpoint(spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    """A random bf16 ``PhiForCausalLM`` of shape ``spec`` saved to ``out`` (written to a temp dir, then renamed).
-
-    Built on the meta device and materialised directly in bf16, so no fp32 copy of the weights ever exists
-    (2.78B params: 5.6 GB instead of 11 GB).
-    """
-    from transformers import PhiForCausalLM
-
-    from mmphi.lm.model import phi_config
-    from mmphi.tokenizer import build_offline_tokenizer
-
-    start = time.perf_counter()
-    tokenizer = build_offline_tokenizer()
-    cfg = phi_config(spec, tokenizer)
-    with torch.device("meta"):
-        model = PhiForCausalLM(cfg).to(torch.bfloat16)
-    model.to_empty(device="cpu")
-    gen = torch.Generator().manual_seed(0)
-    for module in model.modules():  # GPT-2 style init: N(0, 0.02) matrices, zero biases, unit norms
-        if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-            module.weight.normal_(0.0, cfg.initializer_range, generator=gen)
-        elif isinstance(module, torch.nn.LayerNorm):
-            module.weight.fill_(1.0)
-        if getattr(module, "bias", None) is not None and isinstance(module.bias, torch.Tensor):
-            module.bias.zero_()
-    # Buffers (rotary inv_freq) are left uninitialised: they are not persistent, so never saved; loading recomputes.
-    if set(model.state_dict()) & {n for n, _ in model.named_buffers()}:
-        raise RuntimeError("the model has persistent buffers; initialise them before saving")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
-    return {"build_s": time.perf_counter() - start, "checkpoint_gb": size / 1e9, "peak_rss_gib": memory()["VmHWM"]}
-
-
 # ---------------------------------------------------------------------------- one configuration
 def load_lm(path: Path, quantize: bool):
     """As ``mmphi.lm.loading.load_causal_lm`` does on CUDA (bf16 compute), here on the CPU."""
@@ -183,12 +81,6 @@ def load_lm(path: Path, quantize: bool):
         return AutoModelForCausalLM.from_pretrained(path, quantization_config=qc, dtype=torch.bfloat16,
                                                     device_map={"": "cpu"})
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
-
-
-def logical_numel(p: torch.Tensor) -> int:
-    """Number of values a parameter stands for: a packed 4-bit ``Params4bit`` holds two per byte."""
-    state = getattr(p, "quant_state", None)
-    return int(state.shape.numel()) if state is not None else p.numel()
 
 
 class RandomFeatures:
