@@ -70,6 +70,7 @@ def lora_targets(model_type: str, override: list[str] | None = None) -> list[str
 
 class MultimodalLM(nn.Module):
     vocab_ids: torch.Tensor  # a buffer: the live vocabulary's ids (empty when the full vocabulary is live)
+    lr_overrides: dict[str, float]  # optional, set by stage 2 (read by mmphi.train.optim)
 
     def __init__(self, lm: PreTrainedModel | PeftModel, projector: nn.Module, spec: dict[str, Any],
                  encoder: nn.Module | None = None):
