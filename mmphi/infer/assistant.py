@@ -28,7 +28,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -190,7 +190,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ replies
     def stream(self, messages: Sequence[Message], params: GenerationParams | None = None,
-               stop: threading.Event | None = None, deadline: float | None = None) -> Iterator[Event]:
+               stop: threading.Event | None = None, deadline: float | None = None) -> Generator[Event, None, None]:
         """Transcript events first, then token deltas as they are generated, then "done" with the Reply.
 
         ``stop`` (set by whoever stops listening) ends the generation at the next token; ``deadline``
