@@ -14,10 +14,14 @@ import json
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mmphi.config import ConfigError, add_arguments, from_args, load_recipe, recipe_names
 from mmphi.errors import MmphiError
 from mmphi.quiet import quiet_library_notices
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class Verb:
     help: str
     recipe: str = "tiny"  # the recipe --recipe defaults to
 
-    def config_class(self) -> type:
+    def config_class(self) -> type[DataclassInstance]:
         module, name = self.config.split(":")
         return getattr(importlib.import_module(module), name)
 

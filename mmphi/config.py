@@ -14,11 +14,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from mmphi.errors import MmphiError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -34,7 +39,10 @@ def opt(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argp
     still checks it, and tests that parse recipes fill it with a placeholder.
     """
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata={"help": help, **kw})
+        def fresh() -> Any:  # a deep copy per instance
+            return json.loads(json.dumps(default))
+
+        return field(default_factory=fresh, metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -143,7 +151,7 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(cls: type, *layers: dict[str, Any]) -> Any:
+def build(cls: type[T], *layers: dict[str, Any]) -> T:
     """Instantiate ``cls`` from successive override dicts (later wins; mapping-valued settings such as
     ``model`` are merged key by key); unknown keys are errors."""
     hints = typing.get_type_hints(cls)
@@ -180,8 +188,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, recipe_defaults: d
         if f.metadata.get("cli") is False:
             continue
         base, _ = _unwrap_optional(hints[f.name])
-        default = recipe_defaults.get(f.name, f.default if f.default is not dataclasses.MISSING
-                                      else f.default_factory())  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            fallback = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            fallback = f.default_factory()
+        else:
+            fallback = None
+        default = recipe_defaults.get(f.name, fallback)
         flag = "--" + f.name.replace("_", "-")
         text = f.metadata.get("help", "")
         shown = json.dumps(default) if isinstance(default, (dict, list)) else default
@@ -202,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, recipe_defaults: d
         parser.add_argument(flag, dest=f.name, default=None, metavar=metavar, help=text)
 
 
-def from_args(cls: type, recipe: dict[str, Any], section: str, args: argparse.Namespace) -> Any:
+def from_args(cls: type[T], recipe: dict[str, Any], section: str, args: argparse.Namespace) -> T:
     flags = {k: v for k, v in vars(args).items()
              if v is not None and k in {f.name for f in dataclasses.fields(cls)}}
     return build(cls, recipe.get(section) or {}, flags)

@@ -3,7 +3,7 @@
 # build when there is no NVIDIA GPU), then mmphi itself. Safe to re-run: it skips what is done.
 #
 #   bash scripts/setup.sh          # what `mmphi demo`, chat, app and serve need
-#   bash scripts/setup.sh --test   # plus the test tools (pytest, ruff, openai, playwright, chromium)
+#   bash scripts/setup.sh --test   # plus the test tools (pytest, ruff, mypy, openai, playwright, chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

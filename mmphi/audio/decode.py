@@ -110,7 +110,7 @@ def _decode(file: BinaryIO, what: str, head: bytes, size: int, max_seconds: floa
                          f"(FFmpeg could not open it: {_reason(exc)})") from exc
     with container:
         if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["no streams"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["no streams"]
             raise AudioError(f"{what} contains no audio (FFmpeg read it as '{container.format.name}' "
                              f"with {', '.join(kinds)})")
         stream = container.streams.audio[0]

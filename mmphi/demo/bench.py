@@ -15,6 +15,7 @@ import subprocess
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,19 +74,19 @@ def run_benches(root: Path, quick: bool = False) -> dict:
     out_dir = root / "bench"
     out_dir.mkdir(exist_ok=True)
     jobs = _jobs(root, quick)
-    spec = {"bench_dir": str(BENCH_DIR), "jobs": []}
+    specs: list[dict[str, Any]] = []
     for name, (script, *args) in jobs.items():
         json_path, log = out_dir / f"{name}.json", out_dir / f"{name}.txt"
         for stale in (json_path, log):  # a previous run's result or error must not pass for this run's
             stale.unlink(missing_ok=True)
-        spec["jobs"].append({"name": name, "script": str(BENCH_DIR / script), "json": str(json_path),
+        specs.append({"name": name, "script": str(BENCH_DIR / script), "json": str(json_path),
                              "args": [*args, "--json", str(json_path)], "log": str(log)})
     spec_path = out_dir / "jobs.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
+    spec_path.write_text(json.dumps({"bench_dir": str(BENCH_DIR), "jobs": specs}, indent=1))
     proc = subprocess.run([sys.executable, "-m", "mmphi.demo.bench", str(spec_path)], capture_output=True,
                           text=True, timeout=3600)
     ratios, commands, details = {}, {}, {}
-    for job, (name, (script, *args)) in zip(spec["jobs"], jobs.items(), strict=True):
+    for job, (name, (script, *args)) in zip(specs, jobs.items(), strict=True):
         json_path = Path(job["json"])
         commands[name] = " ".join(["python", f"bench/{script}", *args])
         if not json_path.exists():

@@ -16,15 +16,22 @@ Re-running skips those and resumes an interrupted stage from its last checkpoint
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from mmphi.config import build, load_recipe
 from mmphi.demo.config import DemoConfig
 from mmphi.errors import MmphiError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 # --quick: a small world and a few steps per stage, to check the whole path in about 3 minutes.
 QUICK = {
@@ -80,10 +87,10 @@ class Demo:
                 target.unlink()
 
     # -------------------------------------------------------------- plumbing
-    def settings(self, verb: str, cls: type, **paths) -> object:
+    def settings(self, verb: str, cls: type[T], **paths: str) -> T:
         quick = QUICK.get(verb, {}) if self.cfg.quick else {}
         extra = {"seed": self.cfg.seed}
-        if "resume" in {f for f in cls.__dataclass_fields__}:
+        if "resume" in {f.name for f in dataclasses.fields(cls)}:
             extra["resume"] = True  # an interrupted stage continues from its last checkpoint
         return build(cls, self.recipe.get(verb) or {}, quick, extra, paths)
 

@@ -31,7 +31,8 @@ class _Images:
     """Raw test images -> features through the model's own vision encoder (cached per image)."""
 
     def __init__(self, model, folder: Path):
-        self.model, self.folder, self.cache = model, folder, {}
+        self.model, self.folder = model, folder
+        self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, keys) -> torch.Tensor:
         todo = [k for k in dict.fromkeys(keys) if k not in self.cache]

@@ -28,9 +28,10 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -40,6 +41,11 @@ from mmphi.infer.generate import GenerationParams
 from mmphi.infer.inputs import InputError, Message, PromptTooLong, load_image
 from mmphi.lm.loading import default_device
 from mmphi.mm.data import ChatEncoder
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from mmphi.audio import Transcriber
 
 DESCRIPTION_TOKENS = 48  # as long as the shapes world's descriptions; eval describes with the same budget
 DESCRIPTIONS_KEPT = 256  # images whose description is kept for follow-up questions
@@ -77,7 +83,8 @@ class Assistant:
         image_tokens = model.image_tokens if multimodal else 0
         self.context = int(getattr(self.lm.config, "max_position_embeddings", 2048))
         self.encoder = ChatEncoder(tokenizer, image_tokens, system, max_len=self.context)
-        self._asr_model, self._asr_prompt, self._asr, self._asr_lock = asr_model, asr_prompt, None, threading.Lock()
+        self._asr_model, self._asr_prompt, self._asr_lock = asr_model, asr_prompt, threading.Lock()
+        self._asr: Transcriber | None = None  # loaded on first use (property asr)
         self.generator = BatchedGenerator(self.lm, tokenizer.eos_token_id, max_batch)
         self.describe_first = describe_first and multimodal
         self._descriptions: OrderedDict[str, str] = OrderedDict()  # image digest -> description, recent last
@@ -106,7 +113,7 @@ class Assistant:
         return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model, asr_prompt, max_batch)
 
     @property
-    def asr(self):
+    def asr(self) -> Transcriber:
         with self._asr_lock:  # loaded on first use, once, whichever thread asks first
             if self._asr is None:
                 from mmphi.audio import Transcriber
@@ -119,7 +126,10 @@ class Assistant:
         if not messages or messages[-1].role != "user":
             raise InputError("the conversation must end with a user message")
         rounds: list[tuple[str, str | None]] = []
-        transcripts, warnings, image, image_round = [], [], None, None
+        transcripts: list[str] = []
+        warnings: list[str] = []
+        image: Image.Image | None = None
+        image_round: int | None = None  # set together with image
         for m in messages:
             if m.role == "assistant":
                 if not rounds or rounds[-1][1] is not None:
@@ -142,7 +152,7 @@ class Assistant:
             if not text and m.image is None:
                 raise InputError("empty message: send some text, an image or audio")
             rounds.append((text, None))
-        if image is not None:
+        if image_round is not None:  # an image was attached
             u, a = rounds[image_round]
             rounds[image_round] = (f"{IMAGE}\n{u}" if u else IMAGE, a)
         return rounds, image, transcripts, warnings
@@ -180,7 +190,7 @@ class Assistant:
 
     # ------------------------------------------------------------------ replies
     def stream(self, messages: Sequence[Message], params: GenerationParams | None = None,
-               stop: threading.Event | None = None, deadline: float | None = None) -> Iterator[Event]:
+               stop: threading.Event | None = None, deadline: float | None = None) -> Generator[Event, None, None]:
         """Transcript events first, then token deltas as they are generated, then "done" with the Reply.
 
         ``stop`` (set by whoever stops listening) ends the generation at the next token; ``deadline``

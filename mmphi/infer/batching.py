@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -132,10 +133,13 @@ class BatchedGenerator:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        # Running state (scheduler thread only): rows, their KV cache, attention mask, next positions and tokens.
+        # Running state (scheduler thread only): rows, their KV cache, attention mask, next positions and tokens
+        # (all set whenever rows run; see _running).
         self.rows: list[_Row] = []
         self._cache: DynamicCache | None = None
-        self._mask = self._pos = self._next = None
+        self._mask: torch.Tensor | None = None
+        self._pos: torch.Tensor | None = None
+        self._next: torch.Tensor | None = None
         self.steps = 0  # decode steps run (for /health and benchmarks)
 
     @property
@@ -219,12 +223,19 @@ class BatchedGenerator:
         tokens = self._sample(logits)
         self._deliver(tokens)
 
+    def _running(self) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """The running rows' KV cache, attention mask and next positions."""
+        assert self._cache is not None and self._mask is not None and self._pos is not None, "set while rows run"
+        return self._cache, self._mask, self._pos
+
     def _decode(self) -> torch.Tensor:
+        cache, mask, pos = self._running()
+        assert self._next is not None, "set by _deliver after every step that leaves rows running"
         embeds = self.table(self._next[:, None])  # (B, 1, C)
-        self._mask = F.pad(self._mask, (0, 1), value=1)
-        out = self._forward(embeds, self._mask, self._pos[:, None], self._cache)
+        self._mask = F.pad(mask, (0, 1), value=1)
+        out = self._forward(embeds, self._mask, pos[:, None], cache)
         logits, self._cache = out
-        self._pos = self._pos + 1
+        self._pos = pos + 1
         self.steps += 1
         return logits
 
@@ -251,7 +262,8 @@ class BatchedGenerator:
         if not self.rows:
             self.rows, self._cache, self._mask, self._pos = new, cache, mask, lengths
             return
-        old_t, new_t = self._mask.shape[1], mask.shape[1]
+        old_cache, old_mask, old_pos = self._running()
+        old_t, new_t = old_mask.shape[1], mask.shape[1]
         width = max(old_t, new_t)
 
         def left(x: torch.Tensor, t: int, dim_from_end: int) -> torch.Tensor:  # pad a time axis on the left
@@ -259,10 +271,10 @@ class BatchedGenerator:
 
         layers = [(torch.cat([left(k0, old_t, 2), left(k1, new_t, 2)]), torch.cat([left(v0, old_t, 2),
                                                                                   left(v1, new_t, 2)]))
-                  for (k0, v0, *_), (k1, v1, *_) in zip(self._cache, cache, strict=True)]
+                  for (k0, v0, *_), (k1, v1, *_) in zip(old_cache, cache, strict=True)]
         self._cache = DynamicCache(layers)
-        self._mask = torch.cat([left(self._mask, old_t, 1), left(mask, new_t, 1)])
-        self._pos = torch.cat([self._pos, lengths])
+        self._mask = torch.cat([left(old_mask, old_t, 1), left(mask, new_t, 1)])
+        self._pos = torch.cat([old_pos, lengths])
         self.rows = self.rows + new
 
     def _sample(self, logits: torch.Tensor) -> list[int]:
@@ -273,6 +285,7 @@ class BatchedGenerator:
                 continue
             scores = logits[i:i + 1]
             ids = torch.tensor([row.tokens], dtype=torch.long, device=logits.device).reshape(1, -1)
+            ids = cast(torch.LongTensor, ids)  # transformers' processors annotate the legacy LongTensor: a long tensor
             if row.params.min_new_tokens:
                 scores = MinNewTokensLengthLogitsProcessor(0, row.params.min_new_tokens, self.eos_id)(ids, scores)
             scores = row.processors(ids, scores)
@@ -301,7 +314,7 @@ class BatchedGenerator:
                 self._finish(row, "time")
             else:
                 keep.append(i)
-        next_tokens = torch.tensor(tokens, dtype=torch.long, device=self._mask.device)
+        next_tokens = torch.tensor(tokens, dtype=torch.long, device=self._running()[1].device)
         if len(keep) == len(self.rows):
             self._next = next_tokens
             return
@@ -313,11 +326,12 @@ class BatchedGenerator:
         if not keep:
             self.rows, self._cache, self._mask, self._pos = [], None, None, None
             return
-        index = torch.tensor(keep, device=self._mask.device)
-        mask = self._mask[index]
+        cache, all_mask, pos = self._running()
+        index = torch.tensor(keep, device=all_mask.device)
+        mask = all_mask[index]
         start = int((mask.sum(0) > 0).nonzero()[0])  # the first column some remaining row uses
-        self._cache = DynamicCache([(k[index, :, start:], v[index, :, start:]) for k, v, *_ in self._cache])
-        self._mask, self._pos = mask[:, start:], self._pos[index]
+        self._cache = DynamicCache([(k[index, :, start:], v[index, :, start:]) for k, v, *_ in cache])
+        self._mask, self._pos = mask[:, start:], pos[index]
         self.rows = [self.rows[i] for i in keep]
 
     def _finish(self, row: _Row, reason: str) -> None:

@@ -20,6 +20,7 @@ def _answer(assistant: Assistant, history: list[Message], cfg: ChatConfig) -> st
         elif event.kind == "token":
             print(event.text, end="", flush=True)
         elif event.kind == "done":
+            assert event.reply is not None, "a done event carries the reply"
             reply_text = event.reply.text
             for w in event.reply.warnings:
                 print(f"\n(note: {w})", end="")

@@ -11,6 +11,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -74,7 +75,8 @@ class _StopOnEvent(StoppingCriteria):
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
         stop = any(e.is_set() for e in self.events)
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        done = torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, done)  # transformers annotates the legacy BoolTensor: it means a bool tensor
 
 
 def stream_tokens(lm, embeds: torch.Tensor, params: GenerationParams, eos_id: int, pad_id: int,
@@ -130,7 +132,8 @@ def greedy_by_recomputing(lm, embeds: torch.Tensor, max_new_tokens: int, eos_id:
     ``generate``).
     """
     table = lm.get_input_embeddings()
-    seq, out = embeds, []
+    seq = embeds
+    out: list[int] = []
     for _ in range(max_new_tokens):
         logits = lm(inputs_embeds=seq, use_cache=False).logits[:, -1]
         if eos_id is not None and len(out) < min_new_tokens:

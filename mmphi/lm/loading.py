@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 
 from mmphi.errors import MmphiError
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 def default_device() -> torch.device:
@@ -34,12 +38,14 @@ def load_causal_lm(source: str, quantize: bool = False, device: torch.device | N
                                                       device_map={"": str(device)})
             disable_cpu_inference_packing(lm)
             return fuse_gelu(lm)
-        return fuse_gelu(AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device))
+        # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to), which mypy types as an
+        # unbound function (expecting the model as first argument)
+        return fuse_gelu(AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device))  # type: ignore[arg-type]
     except (OSError, ValueError) as err:
         raise MmphiError(f"cannot load the language model {source!r}: {err}") from err
 
 
-def fuse_gelu(model: torch.nn.Module) -> torch.nn.Module:
+def fuse_gelu(model: M) -> M:
     """Run Phi's ``gelu_new`` as one fused kernel: the same tanh-approximate GELU (outputs within
     float rounding) in one op instead of several: forward + backward of the tiny LM 1.2-1.3x faster on CPU
     (``bench/gelu_speed.py``). Only the modules change; the saved config still says ``gelu_new``."""

@@ -14,6 +14,7 @@ With Phi-2's 50,257-id vocabulary the LM head dominates a small model's cost (a 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,18 @@ def phi_config(spec: dict, tokenizer) -> PhiConfig:
     return cfg
 
 
+def embedding_table(lm: PreTrainedModel) -> torch.nn.Embedding:
+    """The LM's input token embeddings (transformers annotates ``get_input_embeddings`` as any Module;
+    for the causal LMs mmphi loads it is an ``nn.Embedding``, whose ``weight`` is what is used here)."""
+    return cast(torch.nn.Embedding, lm.get_input_embeddings())
+
+
 def count_params(cfg: PhiConfig) -> dict[str, int]:
     """Parameter counts without allocating weights (meta device)."""
     with torch.device("meta"):
         model = PhiForCausalLM(cfg)
     total = sum(p.numel() for p in model.parameters())
-    embed = model.get_input_embeddings().weight.numel()
+    embed = embedding_table(model).weight.numel()
     head = sum(p.numel() for p in model.get_output_embeddings().parameters())
     return {"total": total, "embedding": embed, "head": head, "body": total - embed - head}
 
@@ -111,13 +118,15 @@ class CausalLMLoss(torch.nn.Module):
     rows stay pinned), which is what is saved.
     """
 
+    vocab_ids: torch.Tensor  # a buffer (registered with a live vocabulary only)
+
     def __init__(self, lm: PreTrainedModel, vocab: torch.Tensor | None):
         super().__init__()
         self.lm = lm
         self.vocab = VocabMap(vocab)
         if vocab is None:
             return
-        embed, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+        embed, head = embedding_table(lm), lm.get_output_embeddings()
         self.register_buffer("vocab_ids", vocab.clone(), persistent=False)
         self.live_embed = torch.nn.Parameter(embed.weight.detach()[vocab].clone())  # (K, C)
         self.live_head = torch.nn.Parameter(head.weight.detach()[vocab].clone())  # (K, C)
@@ -148,7 +157,7 @@ class CausalLMLoss(torch.nn.Module):
         """The plain LM with the trained live rows written back (call before saving or sampling)."""
         if self.vocab.ids is not None:
             ids = self.vocab_ids
-            self.lm.get_input_embeddings().weight[ids] = self.live_embed.to(self.lm.dtype)
+            embedding_table(self.lm).weight[ids] = self.live_embed.to(self.lm.dtype)
             self.lm.get_output_embeddings().weight[ids] = self.live_head.to(self.lm.dtype)
             self.lm.get_output_embeddings().bias[ids] = self.live_bias.to(self.lm.dtype)
         return self.lm

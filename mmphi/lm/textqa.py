@@ -37,7 +37,7 @@ def text_questions(split_dir: Path, limit: int) -> list[dict]:
     caps: dict[str, list[str]] = {}
     for ann in coco["annotations"]:
         caps.setdefault(names[ann["image_id"]], []).append(ann["caption"])
-    out = []
+    out: list[dict] = []
     for r in records:
         conv = r["conversations"]
         for k, kind in enumerate(r["types"]):

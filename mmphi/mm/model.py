@@ -21,17 +21,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import PreTrainedModel
 
 from mmphi.bundled import resolve_model
 from mmphi.errors import MmphiError
 from mmphi.lm.model import VocabMap, head_logits, live_vocab
 from mmphi.mm.projector import build_projector
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 FORMAT = "mmphi-multimodal"
 # LoRA targets per architecture (attention + MLP projections); --lora-targets overrides.
@@ -48,9 +52,11 @@ class ModelLoadError(MmphiError):
     pass
 
 
-def base_lm(lm: nn.Module) -> nn.Module:
+def base_lm(lm: nn.Module) -> PreTrainedModel:
     """The transformers model under a peft wrapper (LoRA layers live inside it, in place)."""
-    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    unwrap = getattr(lm, "get_base_model", None)
+    # peft annotates get_base_model as any Module: it is the transformers model it wrapped
+    return cast(PreTrainedModel, lm if unwrap is None else unwrap())
 
 
 def lora_targets(model_type: str, override: list[str] | None = None) -> list[str]:
@@ -63,7 +69,11 @@ def lora_targets(model_type: str, override: list[str] | None = None) -> list[str
 
 
 class MultimodalLM(nn.Module):
-    def __init__(self, lm: nn.Module, projector: nn.Module, spec: dict[str, Any], encoder: nn.Module | None = None):
+    vocab_ids: torch.Tensor  # a buffer: the live vocabulary's ids (empty when the full vocabulary is live)
+    lr_overrides: dict[str, float]  # optional, set by stage 2 (read by mmphi.train.optim)
+
+    def __init__(self, lm: PreTrainedModel | PeftModel, projector: nn.Module, spec: dict[str, Any],
+                 encoder: nn.Module | None = None):
         super().__init__()
         self.lm = lm
         self.projector = projector
@@ -138,7 +148,7 @@ class MultimodalLM(nn.Module):
         if vision_source:
             spec["vision"] = {**spec.get("vision", {}), "source": _copy_or_reference(vision_source, tmp / "vision")}
         if hasattr(self.lm, "peft_config"):
-            self.lm.save_pretrained(tmp / "adapters")
+            self.lm.save_pretrained(str(tmp / "adapters"))
             spec["adapters"] = "adapters"
         (tmp / "mmphi.json").write_text(json.dumps({"format": FORMAT, **spec}, indent=1))
         if path.exists():

@@ -169,7 +169,8 @@ def _best_candidate(cfg: AlignConfig, run: RunDir, build, facts: dict, enc: Chat
     select_file = Path(cfg.select_data) if cfg.select_data else _files(cfg.data, "", "instruct.json")[1]
     select = llava_examples(select_file, enc)[0] if select_file and select_file.exists() else []
     by = "held-out answer loss" if select else "val caption loss"
-    rows, best = [], None
+    rows: list[dict] = []
+    best: tuple[float, int, RunDir, MultimodalLM, ConversationTask, dict] | None = None
     for k in range(cfg.candidates):
         seed = cfg.seed + k
         sub = RunDir(run.path / "candidates" / f"seed-{seed}").create()
@@ -194,6 +195,7 @@ def _best_candidate(cfg: AlignConfig, run: RunDir, build, facts: dict, enc: Chat
             print(f"candidate projector seed {seed}: {by} {score:.4f}")
         if best is None or score < best[0]:
             best = (score, seed, sub, model, task, result)
+    assert best is not None, "AlignConfig checks candidates >= 1"
     score, seed, sub, model, task, result = best
     for name in ("metrics.jsonl", "run.json"):
         if main and (sub.path / name).exists():

@@ -28,7 +28,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -189,7 +189,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         # Of a union's alternatives' errors, the deepest says most ("unknown part type" beats "not a string").
-        first = max(err.errors(), key=lambda e: len(e.get("loc", ())), default={})
+        first: dict[str, Any] = max(err.errors(), key=lambda e: len(e.get("loc", ())), default={})
         param = _param_name([p for p in first.get("loc", ()) if p != "body"])
         message = f"{param}: {first.get('msg', 'invalid request')}" if param else first.get("msg", "invalid request")
         if first.get("type") == "json_invalid":
@@ -242,7 +242,8 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-async def _stream(events: AsyncIterator[Event], head: list[Event], body: ChatRequest, name: str) -> StreamingResponse:
+async def _stream(events: AsyncGenerator[Event, None], head: list[Event], body: ChatRequest,
+                  name: str) -> StreamingResponse:
     """Server-sent ``chat.completion.chunk``s: role, heard transcripts, token deltas, finish, [DONE]."""
     cid = oa.completion_id()
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -56,7 +56,8 @@ def image_examples(world: str | Path, out_dir: Path, n: int = 3) -> list[list[st
     if not records_path.is_file():
         raise MmphiError(f"examples: {root} is not a shapes world (no test/instruct.json); "
                          "make one with 'mmphi world' or leave --examples empty")
-    rows, kinds_used = [], set()
+    rows: list[list[str]] = []
+    kinds_used: set[str] = set()
     for rec in json.loads(records_path.read_text()):
         turn = next((t for t, kind in enumerate(rec["types"]) if kind != "describe" and kind not in kinds_used), None)
         if turn is None:

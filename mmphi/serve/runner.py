@@ -18,7 +18,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 
 from mmphi.errors import MmphiError
@@ -83,7 +83,7 @@ class Runner:
         return max(1, round(self.timeout_s / 10))
 
     async def events(self, assistant: Assistant, messages: Sequence[Message], params: GenerationParams,
-                     stop: threading.Event) -> AsyncIterator[Event]:
+                     stop: threading.Event) -> AsyncGenerator[Event, None]:
         """The engine's events for one request; raises :class:`Busy` if the line is full or the wait too long.
 
         Engine errors (bad input found by the engine) are raised from here. When the consumer stops

@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from tqdm import tqdm
@@ -91,14 +91,17 @@ class _Trainer:
         set_seed(args.seed)
         self.rank, self.world, self.main = self.acc.process_index, self.acc.num_processes, self.acc.is_main_process
         run.create()
-        if args.grad_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
+        enable_checkpointing = getattr(model, "gradient_checkpointing_enable", None)
+        if args.grad_checkpointing and enable_checkpointing is not None:
+            enable_checkpointing()
         optimizer = make_optimizer(model, args, self.acc.device)
         self.scheduler = cosine_schedule(optimizer, args)
         self.model, self.optimizer = self.acc.prepare(model, optimizer)
         self.raw = self.acc.unwrap_model(self.model)
         # Training steps go through the compiled module; evaluation and checkpoints use the plain one.
-        self.train_model = torch.compile(self.model) if args.compile else self.model
+        # torch.compile of a Module returns a Module (an OptimizedModule); its annotation says any callable
+        self.train_model: torch.nn.Module = cast(torch.nn.Module, torch.compile(self.model)) if args.compile \
+            else self.model
         self.compiled_ok = False
         self.state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "tokens": 0, "samples": 0}
         self.facts = self._start(facts)

@@ -18,10 +18,12 @@ FORMAT = "mmphi bundled vision tower v1"
 
 def export_vision_bundle(clip_dir: Path, into: Path, facts: dict) -> dict:
     """Write the vision tower of the CLIPModel folder ``clip_dir`` to ``into``; returns bundle.json's content."""
-    from transformers import AutoImageProcessor, CLIPModel, CLIPVisionModel
+    from transformers import AutoImageProcessor, CLIPModel, CLIPVisionConfig, CLIPVisionModel
 
     full = CLIPModel.from_pretrained(clip_dir)
-    tower = CLIPVisionModel(full.config.vision_config)
+    vision = full.config.vision_config
+    assert isinstance(vision, CLIPVisionConfig), "CLIPConfig makes its vision_config a CLIPVisionConfig"
+    tower = CLIPVisionModel(vision)
     tower.load_state_dict(full.vision_model.state_dict())  # strict: every weight of the tower, nothing else
     into.mkdir(parents=True, exist_ok=True)
     tower.save_pretrained(into)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
-from transformers import CLIPConfig, CLIPModel
+from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
 from mmphi.errors import MmphiError
 from mmphi.lm.model import VocabMap
@@ -59,8 +59,8 @@ def load_pixels(paths: list[Path], size: int) -> torch.Tensor:
     """All images as uint8 (N, 3, size, size): small enough to keep in memory, normalised per batch."""
     out = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
     for i, p in enumerate(tqdm(paths, desc="load images", unit="img", leave=False, mininterval=1.0)):
-        with Image.open(p) as im:
-            im = im.convert("RGB")
+        with Image.open(p) as file:
+            im = file.convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.Resampling.BICUBIC)
             out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
@@ -82,6 +82,8 @@ class LiveRowsEmbedding(nn.Module):
     step 1.27x slower on 2 CPU cores (``bench/clip_speed.py``). Ids outside ``ids`` read their frozen rows. ``merged()``
     writes the trained rows back into the plain ``nn.Embedding`` that is saved.
     """
+
+    ids: torch.Tensor  # a buffer
 
     def __init__(self, embedding: nn.Embedding, ids: torch.Tensor):
         super().__init__()
@@ -144,9 +146,21 @@ class ClipTask:
         self._save_final(model, path)
 
 
+def vision_geometry(cfg: CLIPConfig) -> tuple[CLIPVisionConfig, int, int]:
+    """The vision tower's config, image size and patch size (pixels): square images of square patches."""
+    vision = cfg.vision_config
+    assert isinstance(vision, CLIPVisionConfig), "CLIPConfig makes its vision_config a CLIPVisionConfig"
+    size, patch = vision.image_size, vision.patch_size
+    if not isinstance(size, int) or not isinstance(patch, int):
+        raise MmphiError(f"clip: the model's vision_config needs image_size and patch_size as one integer each "
+                         f"(square images and patches), got {size!r} and {patch!r}")
+    return vision, size, patch
+
+
 def _flops_per_sample(cfg: CLIPConfig, text_len: int = 32) -> float:
-    v, t = cfg.vision_config, cfg.text_config
-    v_tokens = (v.image_size // v.patch_size) ** 2 + 1
+    v, size, patch = vision_geometry(cfg)
+    t = cfg.text_config
+    v_tokens = (size // patch) ** 2 + 1
 
     def body(c) -> float:
         return c.num_hidden_layers * (4 * c.hidden_size**2 + 2 * c.hidden_size * c.intermediate_size)
@@ -165,7 +179,7 @@ def train_clip(cfg: ClipConfig) -> dict:
     if val_file is None:
         raise MmphiError("clip needs validation captions: pass --val-data (or a shapes world as --data)")
     model_cfg = CLIPConfig(**cfg.model)
-    size = model_cfg.vision_config.image_size
+    _, size, _ = vision_geometry(model_cfg)
     paths, captions = _pairs(train_file)
     val_paths, val_captions = _pairs(val_file)
     pixels, val_pixels = load_pixels(paths, size), load_pixels(val_paths, size)
@@ -212,7 +226,7 @@ def train_clip(cfg: ClipConfig) -> dict:
     return summary
 
 
-def _bundle(cfg: ClipConfig, summary: dict, model_cfg, train_images: int) -> dict:
+def _bundle(cfg: ClipConfig, summary: dict, model_cfg: CLIPConfig, train_images: int) -> dict:
     """``--bundle-into``: the vision tower of this run as a bundled model (mmphi/vision/bundle.py)."""
     import os
     import platform
@@ -221,13 +235,13 @@ def _bundle(cfg: ClipConfig, summary: dict, model_cfg, train_images: int) -> dic
 
     world = Path(cfg.data) / "world.json"
     seed = json.loads(world.read_text())["settings"]["seed"] if world.exists() else None
-    vision = model_cfg.vision_config
+    _, size, patch = vision_geometry(model_cfg)
     into = Path(cfg.bundle_into)
     facts = {"name": f"mmphi/{into.name}", "world_seed": seed, "train_images": train_images,
              "steps": summary["steps"], "batch_size": cfg.batch_size,
              "minutes": round(summary["elapsed_s"] / 60, 1), "retrieval": summary["retrieval"],
              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-             "vision_config": {"grid": vision.image_size // vision.patch_size},
+             "vision_config": {"grid": size // patch},
              "commands": [f"mmphi world --seed {seed} --out W  # the tiny recipe's world",
                           f"mmphi clip --data W --out C --max-steps {cfg.max_steps} --bundle-into {cfg.bundle_into}"]}
     out = export_vision_bundle(Path(cfg.out) / "final", into, facts)

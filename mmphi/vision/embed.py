@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -76,6 +77,7 @@ def read_source(images: str | Path, image_root: str | Path | None = None) -> Sou
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EmbedError(f"{path} is not valid JSON: {err}") from err
+    names: list[Any]  # JSON values, checked below
     if isinstance(data, dict) and isinstance(data.get("images"), list):
         kind, names = "coco", [im.get("file_name") for im in data["images"] if isinstance(im, dict)]
     elif isinstance(data, list):

@@ -80,7 +80,7 @@ class VisionEncoder(nn.Module):
     """Frozen vision tower + its image processor; ``forward`` maps pixels to (B, num_tokens, feature_dim)."""
 
     def __init__(self, tower: nn.Module, processor, *, name_or_path: str, family: str, mode: str,
-                 layer: int, hidden_index: int, num_tokens: int, feature_dim: int, image_size: int) -> None:
+                 layer: int | None, hidden_index: int, num_tokens: int, feature_dim: int, image_size: int) -> None:
         super().__init__()
         self.tower = tower.eval().requires_grad_(False)
         self.processor = processor

@@ -100,7 +100,11 @@ def list_shards(path: Path) -> list[str]:
 
 
 def next_shard_number(path: Path) -> int:
-    numbers = [int(SHARD_RE.match(name).group(1)) for name in list_shards(path)]
+    numbers = []
+    for name in list_shards(path):
+        match = SHARD_RE.match(name)
+        assert match is not None, "list_shards returns names that match SHARD_RE only"
+        numbers.append(int(match.group(1)))
     return max(numbers, default=-1) + 1
 
 

@@ -90,7 +90,11 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
         if stale.is_dir():
             shutil.rmtree(stale)
     (d / "images").mkdir(parents=True)
-    images, annotations, records, truth, corpus = [], [], [], [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
+    records: list[dict] = []
+    truth: list[dict] = []
+    corpus: list[str] = []
     for i, scene in enumerate(tqdm(items, desc=f"world {split}", unit="scene", mininterval=0.5)):
         rng = np.random.default_rng([cfg.seed, stream, i, 1])
         name = f"{split}-{i:06d}.png"  # unique across splits: one feature store can hold them all
