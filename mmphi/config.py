@@ -23,7 +23,7 @@ from mmphi.errors import MmphiError
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-T = TypeVar("T", bound="DataclassInstance")
+SettingsT = TypeVar("SettingsT", bound="DataclassInstance")  # a settings dataclass
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -151,7 +151,7 @@ def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build(cls: type[T], *layers: dict[str, Any]) -> T:
+def build(cls: type[SettingsT], *layers: dict[str, Any]) -> SettingsT:
     """Instantiate ``cls`` from successive override dicts (later wins; mapping-valued settings such as
     ``model`` are merged key by key); unknown keys are errors."""
     hints = typing.get_type_hints(cls)
@@ -215,7 +215,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, recipe_defaults: d
         parser.add_argument(flag, dest=f.name, default=None, metavar=metavar, help=text)
 
 
-def from_args(cls: type[T], recipe: dict[str, Any], section: str, args: argparse.Namespace) -> T:
+def from_args(cls: type[SettingsT], recipe: dict[str, Any], section: str, args: argparse.Namespace) -> SettingsT:
     flags = {k: v for k, v in vars(args).items()
              if v is not None and k in {f.name for f in dataclasses.fields(cls)}}
     return build(cls, recipe.get(section) or {}, flags)

@@ -15,7 +15,7 @@ from mmphi.common.text import ARTICLES, canonical, words
 
 # The shapes world's question types in report order; every one but "describe" has one exact answer.
 QUESTION_TYPES = ("colour", "shape", "count", "position", "yesno", "describe")
-EXACT_TYPES = ("colour", "shape", "count", "position", "yesno")
+EXACT_TYPES = tuple(t for t in QUESTION_TYPES if t != "describe")
 
 
 def normalize_answer(text: str) -> str:
@@ -77,7 +77,6 @@ def accuracy_by_type(rows: Iterable[Mapping]) -> dict[str, dict[str, float]]:
     out = {kind: _cell(*counts[kind]) for kind in ordered_types(counts)}
     out["overall"] = _cell(sum(n for n, _ in counts.values()), sum(c for _, c in counts.values()))
     return out
-
 
 
 def accuracy_by_objects(rows: Sequence[dict], scenes_file: Path) -> dict:

@@ -82,16 +82,18 @@ def _own_base(root: Path, state: dict) -> bool:
 
 def base_facts(state: dict) -> dict | None:
     """The bundle.json of the bundled (or bundle-like) base stages 1-2 built on, if they did."""
-    from mmphi.bundled import bundle_facts
-
-    return bundle_facts(state["lm"]) if state.get("lm") else None
+    return _bundle_of(state, "lm")
 
 
 def vision_facts(state: dict) -> dict | None:
     """The bundle.json of the bundled vision tower stages 1-2 read images with, if they did."""
+    return _bundle_of(state, "vision")
+
+
+def _bundle_of(state: dict, key: str) -> dict | None:
     from mmphi.bundled import bundle_facts
 
-    return bundle_facts(state["vision"]) if state.get("vision") else None
+    return bundle_facts(state[key]) if state.get(key) else None
 
 
 def _base_lines(state: dict, s: dict) -> list[str]:

@@ -22,16 +22,10 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
 
-from mmphi.config import build, load_recipe
+from mmphi.config import SettingsT, build, load_recipe
 from mmphi.demo.config import DemoConfig
 from mmphi.errors import MmphiError
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-T = TypeVar("T", bound="DataclassInstance")
 
 # --quick: a small world and a few steps per stage, to check the whole path in about 3 minutes.
 QUICK = {
@@ -87,7 +81,7 @@ class Demo:
                 target.unlink()
 
     # -------------------------------------------------------------- plumbing
-    def settings(self, verb: str, cls: type[T], **paths: str) -> T:
+    def settings(self, verb: str, cls: type[SettingsT], **paths: str) -> SettingsT:
         quick = QUICK.get(verb, {}) if self.cfg.quick else {}
         extra = {"seed": self.cfg.seed}
         if "resume" in {f.name for f in dataclasses.fields(cls)}:
@@ -120,11 +114,11 @@ class Demo:
         return build_world(self.settings("world", WorldConfig, out=str(self.path("world"))))
 
     def clip(self) -> dict:
+        if self.bundled_vision:  # as stage 0's base, the vision tower is pretrained once and shipped
+            return {"skipped": True, "vision": self.bundled_vision}
         from mmphi.vision.clip_config import ClipConfig
         from mmphi.vision.clip_train import train_clip
 
-        if self.bundled_vision:  # as stage 0's base, the vision tower is pretrained once and shipped
-            return {"skipped": True, "vision": self.bundled_vision}
         return train_clip(self.settings("clip", ClipConfig, data=str(self.path("world")), out=str(self.path("clip"))))
 
     def pretrain(self) -> dict:

@@ -11,7 +11,7 @@ from collections import Counter
 
 import numpy as np
 
-from mmphi.common.questions import QUESTION_TYPES
+from mmphi.common.questions import EXACT_TYPES, QUESTION_TYPES
 from mmphi.world.scenes import COLOURS, POSITIONS, SHAPES, Obj, Scene
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
@@ -144,9 +144,8 @@ def conversation(scene: Scene, rng: np.random.Generator, turns: int,
     Up to six turns, every question type at most once; beyond that, the exact-answer types repeat
     (about other objects or attributes), which gives more answers to learn from per scene.
     """
-    exact = [k for k in QUESTION_TYPES if k != "describe"]
-    kinds = [str(k) for k in rng.permutation(QUESTION_TYPES if describe else exact)][:turns]
-    kinds += [exact[int(rng.integers(len(exact)))] for _ in range(turns - len(kinds))]
+    kinds = [str(k) for k in rng.permutation(QUESTION_TYPES if describe else EXACT_TYPES)][:turns]
+    kinds += [EXACT_TYPES[int(rng.integers(len(EXACT_TYPES)))] for _ in range(turns - len(kinds))]
     out: list[tuple[str, str, str]] = []
     seen: set[tuple] = set()
     for kind in kinds:
