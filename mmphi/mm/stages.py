@@ -18,7 +18,15 @@ from safetensors.torch import load_file, save_file
 
 from mmphi.lm.loading import load_causal_lm
 from mmphi.mm.config import AlignConfig, FinetuneConfig
-from mmphi.mm.data import ChatEncoder, Example, LengthGroupedSampler, caption_examples, collate, llava_examples
+from mmphi.mm.data import (
+    ChatEncoder,
+    DataError,
+    Example,
+    LengthGroupedSampler,
+    caption_examples,
+    collate,
+    llava_examples,
+)
 from mmphi.mm.model import MultimodalLM, base_lm, load_projector, lora_targets, read_spec, resolve
 from mmphi.mm.projector import build_projector
 from mmphi.mm.vqa import single_questions, vqa_accuracy
@@ -75,6 +83,13 @@ def _files(data: str, val_data: str, name: str) -> tuple[Path, Path | None]:
     return world, Path(val_data) if val_data else None
 
 
+def _check_room(examples: list[Example], path: Path, image_tokens: int, max_len: int) -> None:
+    """Refuse, before the LM loads, a max_len in which no example fits beside its image (they are all dropped)."""
+    if not examples:
+        raise DataError(f"no example of {path} fits --max-len {max_len} beside its {image_tokens} image tokens "
+                        f"(e.g. CLIP ViT-L/14-336: 576); raise --max-len (LLaVA-1.5 uses 2048)")
+
+
 def _flops_per_token(lm, trainable_body: bool) -> float:
     """~2N forward + 2N activation gradients (+ 2N weight gradients when the body itself trains)."""
     n = sum(p.numel() for name, p in base_lm(lm).named_parameters() if "embed" not in name and "lm_head" not in name)
@@ -99,6 +114,7 @@ def align(cfg: AlignConfig) -> dict:
     enc = ChatEncoder(tokenizer, image_tokens, cfg.system, cfg.max_len)
     train_file, val_file = _files(cfg.data, cfg.val_data, "captions.json")
     train = caption_examples(train_file, enc)
+    _check_room(train, train_file, image_tokens, cfg.max_len)
     val = caption_examples(val_file, enc) if val_file else []
     lm = load_causal_lm(cfg.lm, cfg.quantize)
     lm.requires_grad_(False)  # stage 1: the LM is frozen
@@ -230,6 +246,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
     enc = ChatEncoder(tokenizer, spec["image_tokens"], spec.get("system", ""), cfg.max_len)
     train_file, val_file = _files(cfg.data, cfg.val_data, "instruct.json")
     train, skipped = llava_examples(train_file, enc)
+    _check_room(train, train_file, spec["image_tokens"], cfg.max_len)
+    if skipped and procs.is_main_process:
+        print(f"skipped {skipped} of {skipped + len(train)} records of {train_file}: their first question with its "
+              f"image does not fit --max-len {cfg.max_len}")
     val = llava_examples(val_file, enc)[0] if val_file else []
     lm_source = resolve(cfg.init, spec["lm"])
     candidates = spec.pop("candidates", [])

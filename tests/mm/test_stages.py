@@ -40,6 +40,15 @@ def aligned(stage_inputs) -> Path:
     return out
 
 
+def test_a_max_len_that_cannot_hold_the_image_is_refused_before_training(stage_inputs, tmp_path, capsys):
+    """Every caption would be dropped as too long (CLIP ViT-L/14-336's 576 tokens under max_len 512): an error."""
+    s = stage_inputs
+    assert main(["align", "--data", str(s["world"]), "--features", str(s["store"]), "--lm", str(s["lm"]),
+                 "--vision", str(s["clip"]), "--out", str(tmp_path / "a"), "--max-len", "16", *STEPS]) == 1
+    err = capsys.readouterr().err
+    assert "fits --max-len 16 beside its 9 image tokens" in err and "raise --max-len" in err
+
+
 def test_align_trains_only_the_projector_and_reports_blind_loss(aligned, stage_inputs):
     summary = json.loads((aligned / "summary.json").read_text())
     facts = json.loads((aligned / "run.json").read_text())
