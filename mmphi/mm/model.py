@@ -103,9 +103,22 @@ class MultimodalLM(nn.Module):
         if n_slots != n_tokens:
             raise ValueError(f"{n_slots} image placeholder positions but {n_tokens} image tokens from the features")
         if proj is None or n_tokens == 0:
-            return embeds
+            return embeds + self._projector_touch(embeds.dtype)
         # Row-major order: the k-th image of the batch fills the k-th run of placeholders.
         return embeds.masked_scatter(image_mask.unsqueeze(-1), proj.to(embeds.dtype))
+
+    def _projector_touch(self, dtype: torch.dtype) -> torch.Tensor | float:
+        """0 for a batch without images, as a function of the projector's weights when they train.
+
+        Under DDP every trainable parameter must get a gradient on every process at every step: a process
+        whose micro-batch holds only text-only records would otherwise leave the projector out and the
+        next step fails ("Expected to have finished reduction"). LLaVA does the same with an empty slice
+        of image features. The gradient it adds is exactly zero.
+        """
+        trained = [p for p in self.projector.parameters() if p.requires_grad]
+        if not (trained and self.training and torch.is_grad_enabled()):
+            return 0.0
+        return 0.0 * sum(p.sum() for p in trained).to(dtype)
 
     @property
     def projector_dtype(self) -> torch.dtype:
