@@ -105,6 +105,9 @@ class _Trainer:
         self.compiled_ok = False
         self.state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "tokens": 0, "samples": 0}
         self.facts = self._start(facts)
+        if self.main:
+            print(f"global batch {self.world * args.batch_size * args.grad_accum} = {self.world} processes x "
+                  f"batch {args.batch_size} x {args.grad_accum} accumulated")
         self.peak = self.facts["peak_flops_per_s"] * self.world
         self.window = {"t": time.perf_counter(), "work": 0.0, "flops": 0.0}
 
@@ -124,6 +127,7 @@ class _Trainer:
             for old in ckpt.list_checkpoints(self.run.checkpoints):  # never resume into a stale run later
                 shutil.rmtree(old)
         facts = {**facts, "peak_flops_per_s": measure_peak_flops(self.acc.device), "world_size": self.world,
+                 "global_batch": self.world * self.args.batch_size * self.args.grad_accum,
                  "trainable_params": sum(p.numel() for p in self.raw.parameters() if p.requires_grad),
                  "total_params": sum(p.numel() for p in self.raw.parameters())}
         if self.main:

@@ -75,6 +75,11 @@ def test_kill_9_then_resume_reproduces_the_losses(small_world, uninterrupted, tm
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
 
 
+def test_run_json_records_the_global_batch(uninterrupted):
+    facts = json.loads((uninterrupted / "run.json").read_text())
+    assert facts["world_size"] == 1 and facts["global_batch"] == 1 * 4 * 1  # processes x batch x accumulation
+
+
 def test_resume_refuses_a_corrupt_checkpoint_naming_the_file(uninterrupted, small_world, tmp_path, capsys):
     import shutil
 
@@ -102,7 +107,7 @@ def test_two_processes_follow_the_one_process_trajectory(small_world, tmp_path):
                           env={**os.environ, "MMPHI_PRINT_SUMMARY": "0"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run_facts = json.loads((two / "run.json").read_text())
-    assert run_facts["world_size"] == 2
+    assert run_facts["world_size"] == 2 and run_facts["global_batch"] == 2 * 4
     a, b = _losses(one), _losses(two)
     assert sorted(a) == sorted(b) == list(range(1, 16))
     for step in a:
