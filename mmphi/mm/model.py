@@ -118,7 +118,7 @@ class MultimodalLM(nn.Module):
         trained = [p for p in self.projector.parameters() if p.requires_grad]
         if not (trained and self.training and torch.is_grad_enabled()):
             return 0.0
-        return 0.0 * sum(p.sum() for p in trained).to(dtype)
+        return 0.0 * torch.stack([p.sum() for p in trained]).sum().to(dtype)
 
     @property
     def projector_dtype(self) -> torch.dtype:
