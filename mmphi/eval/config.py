@@ -21,8 +21,9 @@ class EvalConfig:
     asr_model: str = opt("", "faster-whisper model for the spoken questions; empty = the bundled Whisper tiny.en")
     asr_prompt: str = opt("", ASR_PROMPT_HELP)
     describe_first: bool = opt(False, "also ask every typed question after the model has described the image "
-                                      "(a two-turn conversation, greedy), reported beside the direct answers; the spoken "
-                                      "questions are then answered that way too, beside their typed twins so asked")
+                                      "(a two-turn conversation, greedy), reported beside the direct answers; "
+                                      "the spoken questions are then answered that way too, beside their typed "
+                                      "twins so asked")
     batch_size: int = opt(32, "questions answered per generate() call")
     examples: int = opt(6, "example images with question, answer and truth in the report")
     seed: int = opt(0, "unused (decoding is greedy); accepted for a uniform CLI")
