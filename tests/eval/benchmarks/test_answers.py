@@ -90,3 +90,4 @@ def test_pope_metrics_by_hand():
 ])
 def test_scienceqa_option_letter(reply, letter):
     assert option_letter(reply, 3) == letter
+

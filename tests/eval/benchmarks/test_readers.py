@@ -7,8 +7,13 @@ import json
 import pytest
 
 from mmphi.eval.benchmarks import BENCHMARKS, BenchmarkError
+from mmphi.eval.config import BENCHMARK_NAMES
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+def test_the_settings_list_every_benchmark():
+    assert set(BENCHMARK_NAMES) == set(BENCHMARKS)
 
 
 def test_vqav2_joins_questions_and_annotations(benchmark_dir):
