@@ -8,9 +8,6 @@ from typing import Literal
 from mmphi.config import check, opt
 from mmphi.infer.config import ASR_PROMPT_HELP
 
-# The public benchmarks `--benchmark` reads (mmphi/eval/benchmarks/; a test checks this list against them).
-BENCHMARK_NAMES = ("vqav2", "gqa", "pope", "sqa", "textvqa")
-
 
 @dataclass
 class EvalConfig:
@@ -27,6 +24,7 @@ class EvalConfig:
     describe_first: bool = opt(False, "also ask every typed question after the model has described the image "
                                       "(a two-turn conversation, greedy), reported beside the direct answers; "
                                       "not with --benchmark, which asks as LLaVA-1.5 does")
+    # The names of mmphi.eval.benchmarks.BENCHMARKS (not imported: this module stays light; a test compares).
     benchmark: Literal["", "vqav2", "gqa", "pope", "sqa", "textvqa"] = opt(
         "", "a public benchmark read from its official files instead of --data: vqav2, gqa (testdev-balanced), "
             "pope, sqa (ScienceQA-IMG), textvqa; asked with LLaVA-1.5's prompts, scored by its own rules "

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 
 from mmphi.eval.benchmarks import BENCHMARKS, BenchmarkError
-from mmphi.eval.config import BENCHMARK_NAMES
+from mmphi.eval.config import EvalConfig
 
 SUFFIX = "\nAnswer the question using a single word or phrase."
 
 
-def test_the_settings_list_every_benchmark():
-    assert set(BENCHMARK_NAMES) == set(BENCHMARKS)
+def test_the_settings_offer_every_benchmark():
+    choices = typing.get_args(typing.get_type_hints(EvalConfig)["benchmark"])
+    assert set(choices) == {"", *BENCHMARKS}
 
 
 def test_vqav2_joins_questions_and_annotations(benchmark_dir):
