@@ -56,6 +56,10 @@ def _caption_section(cap: dict, out: Path) -> list[str]:
 
 def render_markdown(results: dict, out: Path) -> str:
     lines = [f"# Evaluation of `{results['model']}` on `{results['data']}`", ""]
+    if "benchmark" in results:
+        from mmphi.eval.benchmarks.report import benchmark_markdown
+
+        return "\n".join(lines + benchmark_markdown(results))
     if "vqa" in results:
         lines += _vqa_section(results["vqa"], out)
     if results.get("vqa_by_objects"):

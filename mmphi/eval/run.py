@@ -127,6 +127,10 @@ def _examples(rows: list[dict], split: Path, out: Path, n: int) -> list[dict]:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
+    if cfg.benchmark:
+        from mmphi.eval.benchmarks.run import run_benchmark
+
+        return run_benchmark(cfg)
     split, out = Path(cfg.data), Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
