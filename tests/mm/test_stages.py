@@ -63,7 +63,7 @@ def _answer_loss(model_dir: Path, s: dict, batches: int) -> float:
 
     from mmphi.mm.data import ChatEncoder, llava_examples
     from mmphi.mm.loading import load_multimodal
-    from mmphi.mm.stages import ConversationTask
+    from mmphi.mm.task import ConversationTask
     from mmphi.train.loop import evaluate_loss
     from mmphi.vision.store import FeatureStore
 
