@@ -119,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     module, func = spec.target.split(":")
     quiet_library_notices()
     try:
-        result = getattr(importlib.import_module(module), func)(cfg)
+        if getattr(cfg, "dry_run", False):  # a plan: the verb's own module (torch, weights) is never imported
+            from mmphi.plan.run import dry_run
+
+            result = dry_run(args.verb, cfg, recipe)
+        else:
+            result = getattr(importlib.import_module(module), func)(cfg)
     except MmphiError as err:
         print(f"mmphi {args.verb}: error: {err}", file=sys.stderr)
         return 1
