@@ -47,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/procmem.py, also when loaded by path
 from procmem import AnonPeak, logical_numel, memory, release_freed_heap, reset_peak  # noqa: E402
 from random_checkpoint import build_checkpoint, checkpoint_matches  # noqa: E402
+from scale_estimate import plan_estimate, report_estimate  # noqa: E402
 
 from mmphi.config import build, load_recipe
 from mmphi.lm.config import PretrainConfig
@@ -121,6 +122,7 @@ def run_config(path: Path, quantize: bool, ft: FinetuneConfig, seq: int, batch: 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(str(path))
     data = make_batch(tokenizer, seq, batch)
+    before = memory()  # the process itself: Python, torch, transformers, peft, bitsandbytes, the batch
     start = time.perf_counter()
     with AnonPeak() as load_anon:
         lm = _peft(load_lm(path, quantize), SimpleNamespace(**{**vars(ft), "quantize": quantize}))
@@ -164,7 +166,7 @@ def run_config(path: Path, quantize: bool, ft: FinetuneConfig, seq: int, batch: 
     trainable_n = sum(p.numel() for p in trainable.values())
     return {
         "quantized": quantize, "seq": seq, "batch": batch, "loss_tokens": int((data["labels"] != -100).sum()),
-        "load_s": load_s, "weights_gb": base.get_memory_footprint() / 1e9,
+        "rss_before_load_gib": before["VmRSS"], "load_s": load_s, "weights_gb": base.get_memory_footprint() / 1e9,
         "peak_rss_load_gib": after_load["VmHWM"], "rss_after_load_gib": after_load["VmRSS"], "malloc_trim": trimmed,
         "rss_after_trim_gib": after_trim["VmRSS"], "rss_file_after_trim_gib": after_trim["RssFile"],
         "peak_anon_load_gib": load_anon.peak, "peak_rss_step_gib": peak, "peak_anon_step_gib": step_anon.peak,
@@ -273,12 +275,15 @@ def main() -> None:
         for name in CONFIGS:
             print(f"running {name} ...", flush=True)
             res[name] = spawn(["--worker", name, *common])
+            res[name]["estimate"] = plan_estimate(spec, ft, args.seq, args.batch, name == "nf4", PROJECTOR,
+                                                  IMAGE_TOKENS, FEATURE_DIM)
             print(f"  step {res[name]['step_s']:.1f} s, peak {res[name]['peak_rss_step_gib']:.2f} GiB", flush=True)
     finally:
         if not args.keep_checkpoint:
             shutil.rmtree(ckpt.parent, ignore_errors=True)
     res["peak_ratio"] = res["bf16"]["peak_rss_step_gib"] / res["nf4"]["peak_rss_step_gib"]
     report(res)
+    report_estimate(res, CONFIGS)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
 

@@ -59,7 +59,8 @@ VERBS: dict[str, Verb] = {
     "finetune": Verb("mmphi.mm.config:FinetuneConfig", "mmphi.mm.stages:finetune",
                      "stage 2: QLoRA adapters + projector on instruction conversations"),
     "eval": Verb("mmphi.eval.config:EvalConfig", "mmphi.eval.run:evaluate",
-                 "VQA accuracy (typed / spoken / blind), captions, ASR and perplexity on a held-out split"),
+                 "VQA accuracy (typed / spoken / blind), captions, ASR and perplexity on a held-out split; or a "
+                 "public benchmark (--benchmark vqav2, gqa, pope, sqa, textvqa) from its official files"),
     "chat": Verb("mmphi.infer.config:ChatConfig", "mmphi.infer.chat_cli:chat",
                  "chat with a model in the terminal: one question, or interactively; --image, --audio"),
     "app": Verb("mmphi.serve.config:AppConfig", "mmphi.serve.app:run_app",
@@ -118,7 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     module, func = spec.target.split(":")
     quiet_library_notices()
     try:
-        result = getattr(importlib.import_module(module), func)(cfg)
+        if getattr(cfg, "dry_run", False):  # a plan: the verb's own module (torch, weights) is never imported
+            from mmphi.plan.run import dry_run
+
+            result = dry_run(args.verb, cfg, recipe)
+        else:
+            result = getattr(importlib.import_module(module), func)(cfg)
     except MmphiError as err:
         print(f"mmphi {args.verb}: error: {err}", file=sys.stderr)
         return 1

@@ -251,6 +251,16 @@ class TrainArgs:
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
     resume: bool = opt(False, "continue from the last complete checkpoint in --out")
     num_workers: int = opt(0, "data-loader worker processes")
+    dry_run: bool = opt(False, "plan, do not train: print the resolved settings, processes, global batch, steps per "
+                               "epoch and the estimated memory per GPU, loading no weights (model configs only)")
+    processes: int = opt(0, "processes (GPUs) to plan for; 0 = what the launcher says (accelerate's WORLD_SIZE), "
+                            "else 1. A real run refuses a --processes that differs from the processes launched")
+    gpu_memory: float = opt(0.0, "GB (GiB) of memory per GPU: --dry-run refuses settings estimated not to fit; "
+                                 "0 = no check")
+    sharding: typing.Literal["auto", "none", "full"] = opt(
+        "auto", "what the plan assumes of the model state across processes: none = each process holds all of it "
+                "(DDP), full = split (FSDP full shard / DeepSpeed ZeRO-3, set up with `accelerate config`); "
+                "auto = full when accelerate's launch environment says FSDP or DeepSpeed")
 
     def __post_init__(self) -> None:
         check(self.max_steps > 0, f"max_steps must be > 0, got {self.max_steps}")
@@ -264,3 +274,5 @@ class TrainArgs:
         for name in ("log_every", "eval_every", "save_every", "keep_checkpoints"):
             check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
         check(self.eval_batches >= 0, f"eval_batches must be >= 0, got {self.eval_batches}")
+        check(self.processes >= 0, f"processes must be >= 0, got {self.processes}")
+        check(self.gpu_memory >= 0, f"gpu_memory must be >= 0, got {self.gpu_memory}")

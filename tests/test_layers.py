@@ -18,7 +18,7 @@ LAYERS = (
     ("lm",),
     ("vision",),
     ("mm",),
-    ("infer",),
+    ("infer", "plan"),
     ("eval", "serve"),
     ("demo",),
     ("cli", "__init__"),

@@ -166,7 +166,9 @@ def _eval(root: Path) -> list[str]:
     lines = ["### Test split: visual question answering", "",
              "Each question asked alone, greedy; *blind* = the same model and questions with the image removed; "
              "*spoken* = the spoken test questions through Whisper, with the typed accuracy on exactly those "
-             "questions beside it.", "", accuracy_table(e["vqa"]), "", aims_line(e["vqa"]["typed"], "direct answers"),
+             "questions beside it" + (" (both answered after describing, as the recipe's assistant answers)"
+                                      if e.get("asr", {}).get("after_describing") else "") + ".", "",
+             accuracy_table(e["vqa"]), "", aims_line(e["vqa"]["typed"], "direct answers"),
              ""]
     after = e["vqa"].get("typed, after describing")
     if after:

@@ -22,14 +22,15 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mmphi.config import SettingsT, build, load_recipe
 from mmphi.demo.config import DemoConfig
 from mmphi.errors import MmphiError
 
 # --quick: a small world and a few steps per stage, to check the whole path in about 3 minutes.
-QUICK = {
-    "world": {"scenes": 300, "corpus_scenes": 1500, "speech": 6},
+QUICK: dict[str, dict[str, Any]] = {
+    "world": {"scenes": 300, "train_scenes": 0, "describe_first": 0.0, "corpus_scenes": 1500, "speech": 6},
     "clip": {"max_steps": 40, "batch_size": 64, "eval_every": 1000, "save_every": 1000},
     "pretrain": {"max_steps": 120, "eval_every": 1000, "save_every": 1000, "text_qa": 60, "text_qa_every": 0,
                  "compile": False},

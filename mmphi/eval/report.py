@@ -35,6 +35,8 @@ def _speech_section(results: dict, out: Path) -> list[str]:
         ["spoken questions", "word error rate", "real-time factor", "accuracy spoken", "accuracy typed (same)"],
         [[asr["n"], f"{asr['wer'] * 100:.1f}%", f"{asr['real_time_factor']:.3f}", pct(spoken["accuracy"]),
           pct(typed["accuracy"])]]), ""]
+    if asr.get("after_describing"):
+        lines += ["Both spoken and typed questions here are answered after the model has described the image.", ""]
     lines += markdown_table(["said", "heard"], [[e["said"], e["heard"]] for e in asr["examples"]]).splitlines()
     bar_chart(out / "speech.png", "Spoken vs typed questions (same questions)",
               {"typed": {"accuracy": typed["accuracy"] * 100}, "spoken": {"accuracy": spoken["accuracy"] * 100},
@@ -54,6 +56,10 @@ def _caption_section(cap: dict, out: Path) -> list[str]:
 
 def render_markdown(results: dict, out: Path) -> str:
     lines = [f"# Evaluation of `{results['model']}` on `{results['data']}`", ""]
+    if "benchmark" in results:
+        from mmphi.eval.benchmarks.report import benchmark_markdown
+
+        return "\n".join(lines + benchmark_markdown(results))
     if "vqa" in results:
         lines += _vqa_section(results["vqa"], out)
     if results.get("vqa_by_objects"):

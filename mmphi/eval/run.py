@@ -84,9 +84,11 @@ def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key:
     questions = [{"type": it["type"], "question": h, "answer": it["answer"], "image": it["image"],
                   "record": it["record"], "spoken": it["question"], "at_end": (twin or {}).get("at_end", False)}
                  for it, h, twin in zip(items, heard, twins, strict=True)]
-    rows = answer_questions(model, tok, enc, questions, images, True, "vqa spoken")
+    # answered the way the typed twins were (after describing when --describe-first)
+    rows = answer_questions(model, tok, enc, questions, images, True, "vqa spoken", describe_first=cfg.describe_first)
     same = [twin for twin in twins if twin is not None]
     return {"spoken": accuracy_by_type(rows), "typed_same_questions": accuracy_by_type(same),
+            "after_describing": cfg.describe_first,
             "asr": {"wer": word_error_rate([it["question"] for it in items], heard), "n": len(items),
                     "audio_s": round(audio_s, 1), "real_time_factor": busy_s / max(audio_s, 1e-9),
                     "examples": [{"said": it["question"], "heard": h}
@@ -125,6 +127,10 @@ def _examples(rows: list[dict], split: Path, out: Path, n: int) -> list[dict]:
 
 
 def evaluate(cfg: EvalConfig) -> dict:
+    if cfg.benchmark:
+        from mmphi.eval.benchmarks.run import run_benchmark
+
+        return run_benchmark(cfg)
     split, out = Path(cfg.data), Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -143,17 +149,19 @@ def evaluate(cfg: EvalConfig) -> dict:
     typed = answer_questions(model, tok, enc, items, images, True, "vqa typed")
     blind = answer_questions(model, tok, enc, items, images, False, "vqa blind")
     results["vqa"] = {"typed": accuracy_by_type(typed), "blind": accuracy_by_type(blind)}
+    described: list[dict] = []
     if cfg.describe_first:
-        results["vqa"]["typed, after describing"] = accuracy_by_type(
-            answer_questions(model, tok, enc, items, images, True, "vqa after describing", describe_first=True))
+        described = answer_questions(model, tok, enc, items, images, True, "vqa after describing", describe_first=True)
+        results["vqa"]["typed, after describing"] = accuracy_by_type(described)
     by_objects = by_objects_if_known(typed, split)  # a shapes world's ground truth says how many objects
     if by_objects:
         results["vqa_by_objects"] = by_objects
     if cfg.spoken and (split / "speech.json").exists():
-        spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in typed})
+        twins = described if cfg.describe_first else typed
+        spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in twins})
         results["vqa"]["spoken"] = spoken["spoken"]
         results["vqa"]["typed (same questions as spoken)"] = spoken["typed_same_questions"]
-        results["asr"] = spoken["asr"]
+        results["asr"] = {**spoken["asr"], "after_describing": spoken["after_describing"]}
     if cfg.captions:
         results["captions"] = _captions(cfg, split, model, tok, enc, images)
     if (split / "corpus.txt").exists():

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from mmphi.config import TrainArgs, check, opt
-from mmphi.mm.projector import KINDS
+from mmphi.mm.sampling import Grouping
+
+ProjectorKind = Literal["linear", "mlp2x_gelu", "resblock", "geglu"]  # each a branch of build_projector
+KINDS: tuple[str, ...] = get_args(ProjectorKind)
+
+# LoRA targets per architecture (attention + MLP projections); --lora-targets overrides.
+LORA_TARGETS = {
+    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
+    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 
 
 @dataclass
@@ -18,6 +30,12 @@ class StageArgs(TrainArgs):
     max_len: int = opt(512, "longest sequence in tokens (image placeholders included); later rounds are dropped")
     quantize: bool = opt(False, "load the LM in 4-bit NF4 (bitsandbytes)")
     val_limit: int = opt(300, "validation questions answered by greedy decoding at the end (0 = skip)")
+    group_by: Grouping = opt("modality", "which examples share a batch (each batch is padded to its own longest): "
+                                         "modality = LLaVA's modality-length grouping (image-bearing and text-only "
+                                         "examples apart, mega-batches sorted by length), length = by length alone, "
+                                         "none = shuffled, unsorted")
+    megabatch: int = opt(32, "global micro-batches per mega-batch sorted by length (group_by modality or length): "
+                             "more = less padding, batches of less random make-up")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -25,6 +43,7 @@ class StageArgs(TrainArgs):
         check(bool(self.features), "features is required (--features): a store made by `mmphi embed`")
         check(self.max_len >= 16, f"max_len must be >= 16, got {self.max_len}")
         check(self.val_limit >= 0, "val_limit must be >= 0")
+        check(self.megabatch >= 1, f"megabatch must be >= 1, got {self.megabatch}")
 
 
 @dataclass
@@ -32,8 +51,7 @@ class AlignConfig(StageArgs):
     lm: str = opt("", "the language model: a folder (e.g. a pretrain run's final/) or a hub id", required=True)
     vision: str = opt("", "the vision encoder the features came from (folder or hub id), recorded for inference",
                       required=True)
-    projector: Literal["linear", "mlp2x_gelu", "resblock", "geglu"] = opt("mlp2x_gelu",
-                                                                          "projector kind: " + ", ".join(KINDS))
+    projector: ProjectorKind = opt("mlp2x_gelu", "projector kind: " + ", ".join(KINDS))
     projector_hidden: int = opt(0, "hidden width of the mlp2x_gelu or geglu projector (0 = the LM's width, "
                                    "as in LLaVA-1.5)")
     image_positions: bool = opt(False, "add a learned code per image-token position to the features, before the "

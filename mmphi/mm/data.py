@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mmphi.chat import ASSISTANT, CAPTION_PROMPTS, IMAGE, user_prefix
@@ -180,37 +179,3 @@ def collate(examples: Sequence[Example], pad_id: int, store=None, per_answer: bo
                             f"{getattr(store, 'path', '')} (run `mmphi embed` on these images)")
         batch["features"] = store.get_many(keys)  # (n_images, N, D)
     return batch
-
-
-class LengthGroupedSampler:
-    """Global batch ``i`` of a shuffled epoch in which batches hold examples of similar length.
-
-    Each epoch is a seeded permutation, cut into mega-batches of ``group`` batches that are sorted
-    by length before being split; the batch order is then shuffled. Pure function of (seed, i), so
-    resuming needs only the step.
-    """
-
-    def __init__(self, lengths: Sequence[int], seed: int, group: int = 32):
-        self.lengths = np.asarray(lengths)
-        self.seed, self.group = seed, group
-        self._cache: dict[tuple[int, int], list[np.ndarray]] = {}
-
-    def _epoch(self, epoch: int, size: int) -> list[np.ndarray]:
-        key = (epoch, size)
-        if key not in self._cache:
-            rng = np.random.default_rng([self.seed, epoch])
-            perm = rng.permutation(len(self.lengths))
-            perm = np.concatenate([perm, perm[: (-len(perm)) % size]])  # whole batches only
-            batches = []
-            span = size * self.group
-            for start in range(0, len(perm), span):
-                chunk = perm[start:start + span]
-                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-                batches += [chunk[j:j + size] for j in range(0, len(chunk), size)]
-            order = rng.permutation(len(batches))
-            self._cache = {key: [batches[j] for j in order]}
-        return self._cache[key]
-
-    def batch(self, index: int, size: int) -> np.ndarray:
-        per_epoch = -(-len(self.lengths) // size)
-        return self._epoch(index // per_epoch, size)[index % per_epoch]

@@ -32,20 +32,13 @@ from transformers import PreTrainedModel
 from mmphi.bundled import resolve_model
 from mmphi.errors import MmphiError
 from mmphi.lm.model import VocabMap, head_logits, live_vocab
+from mmphi.mm.config import LORA_TARGETS
 from mmphi.mm.projector import build_projector
 
 if TYPE_CHECKING:
     from peft import PeftModel
 
 FORMAT = "mmphi-multimodal"
-# LoRA targets per architecture (attention + MLP projections); --lora-targets overrides.
-LORA_TARGETS = {
-    "phi": ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"],
-    "phi3": ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
 
 
 class ModelLoadError(MmphiError):
@@ -102,23 +95,25 @@ class MultimodalLM(nn.Module):
         n_tokens = 0 if proj is None else proj.shape[0] * proj.shape[1]
         if n_slots != n_tokens:
             raise ValueError(f"{n_slots} image placeholder positions but {n_tokens} image tokens from the features")
+        if proj is None and self._projector_trains():
+            return embeds + 0.0 * self._idle_projector(embeds)
         if proj is None or n_tokens == 0:
-            return embeds + self._projector_touch(embeds.dtype)
+            return embeds
         # Row-major order: the k-th image of the batch fills the k-th run of placeholders.
         return embeds.masked_scatter(image_mask.unsqueeze(-1), proj.to(embeds.dtype))
 
-    def _projector_touch(self, dtype: torch.dtype) -> torch.Tensor | float:
-        """0 for a batch without images, as a function of the projector's weights when they train.
+    def _projector_trains(self) -> bool:
+        return (self.training and torch.is_grad_enabled() and "projector" in self.spec
+                and any(p.requires_grad for p in self.projector.parameters()))
 
-        Under DDP every trainable parameter must get a gradient on every process at every step: a process
-        whose micro-batch holds only text-only records would otherwise leave the projector out and the
-        next step fails ("Expected to have finished reduction"). LLaVA does the same with an empty slice
-        of image features. The gradient it adds is exactly zero.
-        """
-        trained = [p for p in self.projector.parameters() if p.requires_grad]
-        if not (trained and self.training and torch.is_grad_enabled()):
-            return 0.0
-        return 0.0 * torch.stack([p.sum() for p in trained]).sum().to(dtype)
+    def _idle_projector(self, embeds: torch.Tensor) -> torch.Tensor:
+        """A text-only training batch (modality grouping makes whole batches of them) still runs the projector,
+        on one zero image, into a term of weight 0: every process's backward then reaches every trainable
+        parameter, which DDP waits for (as LLaVA does with a dummy image)."""
+        p = self.spec["projector"]
+        patches = self.image_tokens // p.get("tokens_per_feature", 1)
+        dummy = torch.zeros(1, patches, p["in_dim"], dtype=self.projector_dtype, device=embeds.device)
+        return self.projector(dummy).sum().to(embeds.dtype)
 
     @property
     def projector_dtype(self) -> torch.dtype:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-KINDS = ("linear", "mlp2x_gelu", "resblock", "geglu")
+from mmphi.mm.config import KINDS  # the kinds' names live with the settings (no torch there)
+
+__all__ = ["KINDS", "build_projector"]
 
 
 class GegluProjector(nn.Module):

@@ -7,9 +7,7 @@ the projector) and in their data (captions vs. instruction conversations).
 
 from __future__ import annotations
 
-import copy
 import shutil
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,69 +16,16 @@ from safetensors.torch import load_file, save_file
 
 from mmphi.lm.loading import load_causal_lm
 from mmphi.mm.config import AlignConfig, FinetuneConfig
-from mmphi.mm.data import (
-    ChatEncoder,
-    DataError,
-    Example,
-    LengthGroupedSampler,
-    caption_examples,
-    collate,
-    llava_examples,
-)
-from mmphi.mm.model import MultimodalLM, base_lm, load_projector, lora_targets, read_spec, resolve
+from mmphi.mm.data import ChatEncoder, DataError, Example, caption_examples, llava_examples
+from mmphi.mm.model import MultimodalLM, load_projector, lora_targets, read_spec, resolve
 from mmphi.mm.projector import build_projector
+from mmphi.mm.task import ConversationTask, blind_loss, flops_per_token, open_store, padding_facts, stage_files
 from mmphi.mm.vqa import single_questions, vqa_accuracy
 from mmphi.tokenizer import load_tokenizer
 from mmphi.train import checkpoint as ckpt
 from mmphi.train.dist import process_state
 from mmphi.train.loop import evaluate_loss, fit
 from mmphi.train.rundir import RunDir
-from mmphi.vision.store import FeatureStore
-
-
-class ConversationTask:
-    """Length-grouped batches of ``Example``s with their image features from the store."""
-
-    unit = "tokens"
-
-    def __init__(self, train: list[Example], val: list[Example], store: FeatureStore, pad_id: int, seed: int,
-                 eval_batch: int, flops_per_token: float, save_final, per_answer: bool = False):
-        if not train:
-            raise ValueError("no training examples")
-        self.train, self.val, self.store, self.pad_id = train, val, store, pad_id
-        self.sampler = LengthGroupedSampler([len(e) for e in train], seed)
-        self.eval_batch, self.fpt, self._save_final = eval_batch, flops_per_token, save_final
-        self.per_answer = per_answer
-
-    def batch(self, index: int, size: int, rank: int, world: int) -> dict:
-        chosen = self.sampler.batch(index, size * world)[rank * size:(rank + 1) * size]
-        return collate([self.train[i] for i in chosen], self.pad_id, self.store, self.per_answer)
-
-    def loss(self, model, batch):
-        tokens = float(batch["attention_mask"].sum())
-        counts = {"tokens": tokens, "samples": float(len(batch["input_ids"])), "flops": tokens * self.fpt,
-                  "loss_tokens": float((batch["labels"] != -100).sum())}
-        return model(**batch), counts
-
-    def eval_batches(self, examples: Sequence[Example] | None = None):
-        examples = self.val if examples is None else examples
-        for i in range(0, len(examples), self.eval_batch):
-            yield collate(examples[i:i + self.eval_batch], self.pad_id, self.store, self.per_answer)
-
-    def save_final(self, model, path: Path) -> None:
-        self._save_final(model, path)
-
-    def with_val(self, examples: list[Example]) -> ConversationTask:
-        other = copy.copy(self)
-        other.val = examples
-        return other
-
-
-def _files(data: str, val_data: str, name: str) -> tuple[Path, Path | None]:
-    world = Path(data)
-    if (world / "world.json").exists():
-        return world / "train" / name, Path(val_data) if val_data else world / "val" / name
-    return world, Path(val_data) if val_data else None
 
 
 def _check_room(examples: list[Example], path: Path, image_tokens: int, max_len: int) -> None:
@@ -90,29 +35,14 @@ def _check_room(examples: list[Example], path: Path, image_tokens: int, max_len:
                         f"(e.g. CLIP ViT-L/14-336: 576); raise --max-len (LLaVA-1.5 uses 2048)")
 
 
-def _flops_per_token(lm, trainable_body: bool) -> float:
-    """~2N forward + 2N activation gradients (+ 2N weight gradients when the body itself trains)."""
-    n = sum(p.numel() for name, p in base_lm(lm).named_parameters() if "embed" not in name and "lm_head" not in name)
-    return (6 if trainable_body else 4) * n
-
-
-def _open_store(path: str) -> FeatureStore:
-    return FeatureStore.open(path)
-
-
-def blind_loss(task: ConversationTask, model, examples: list[Example], batches: int) -> float:
-    """Validation loss of the same model on the same targets with the image removed from the prompt."""
-    return evaluate_loss(task.with_val(examples), model, next(model.parameters()).device, batches)
-
-
 def align(cfg: AlignConfig) -> dict:
     procs = process_state()
     run = RunDir(cfg.out).create()
     tokenizer = load_tokenizer(cfg.lm)
-    store = _open_store(cfg.features)
+    store = open_store(cfg.features)
     image_tokens = store.num_tokens * cfg.tokens_per_feature
     enc = ChatEncoder(tokenizer, image_tokens, cfg.system, cfg.max_len)
-    train_file, val_file = _files(cfg.data, cfg.val_data, "captions.json")
+    train_file, val_file = stage_files(cfg.data, cfg.val_data, "captions.json")
     train = caption_examples(train_file, enc)
     _check_room(train, train_file, image_tokens, cfg.max_len)
     val = caption_examples(val_file, enc) if val_file else []
@@ -134,9 +64,11 @@ def align(cfg: AlignConfig) -> dict:
                                     cfg.projector_hidden, cfg.tokens_per_feature)
         model = MultimodalLM(lm, projector.to(lm.device), spec)
         return model, ConversationTask(train, val, store, enc.pad_id, seed, cfg.batch_size,
-                                       _flops_per_token(lm, trainable_body=False), save)
+                                       flops_per_token(lm, trainable_body=False), save, group_by=cfg.group_by,
+                                       megabatch=cfg.megabatch)
 
-    facts = {"verb": "align", "train_examples": len(train), "settings": vars(cfg)}
+    facts = {"verb": "align", "train_examples": len(train), "settings": vars(cfg),
+             "padding": padding_facts(cfg, train, procs.num_processes, "stage 1", procs.is_main_process)}
     if cfg.candidates == 1:
         model, task = build(cfg.seed)
         result, chosen = fit(task, model, cfg, run, facts), None
@@ -182,7 +114,7 @@ def _best_candidate(cfg: AlignConfig, run: RunDir, build, facts: dict, enc: Chat
     A finished candidate (its summary.json) is reused on ``--resume``; the chosen one's metrics and
     run facts become the stage's own, so the run directory reads as one run.
     """
-    select_file = Path(cfg.select_data) if cfg.select_data else _files(cfg.data, "", "instruct.json")[1]
+    select_file = Path(cfg.select_data) if cfg.select_data else stage_files(cfg.data, "", "instruct.json")[1]
     select = llava_examples(select_file, enc)[0] if select_file and select_file.exists() else []
     by = "held-out answer loss" if select else "val caption loss"
     rows: list[dict] = []
@@ -237,14 +169,14 @@ def finetune(cfg: FinetuneConfig) -> dict:
     run = RunDir(cfg.out).create()
     spec = read_spec(cfg.init)
     tokenizer = load_tokenizer(cfg.init)
-    store = _open_store(cfg.features)
+    store = open_store(cfg.features)
     p = spec["projector"]
     patches = spec["image_tokens"] // p.get("tokens_per_feature", 1)
     if store.num_tokens != patches or store.feature_dim != p["in_dim"]:
         raise ValueError(f"feature store {cfg.features} ({store.num_tokens}x{store.feature_dim}) does not match "
                          f"the projector of {cfg.init} ({patches}x{p['in_dim']})")
     enc = ChatEncoder(tokenizer, spec["image_tokens"], spec.get("system", ""), cfg.max_len)
-    train_file, val_file = _files(cfg.data, cfg.val_data, "instruct.json")
+    train_file, val_file = stage_files(cfg.data, cfg.val_data, "instruct.json")
     train, skipped = llava_examples(train_file, enc)
     _check_room(train, train_file, spec["image_tokens"], cfg.max_len)
     if skipped and procs.is_main_process:
@@ -268,9 +200,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
         if cfg.projector_lr:
             model.lr_overrides = {"projector.": cfg.projector_lr}
         return model, ConversationTask(train, val, store, enc.pad_id, cfg.seed, cfg.batch_size,
-                                       _flops_per_token(lm, trainable_body=False), save_final, cfg.loss == "answer")
+                                       flops_per_token(lm, trainable_body=False), save_final, cfg.loss == "answer",
+                                       cfg.group_by, cfg.megabatch)
 
-    facts = {"verb": "finetune", "train_examples": len(train), "skipped_too_long": skipped, "settings": vars(cfg)}
+    facts = {"verb": "finetune", "train_examples": len(train), "skipped_too_long": skipped, "settings": vars(cfg),
+             "padding": padding_facts(cfg, train, procs.num_processes, "stage 2", procs.is_main_process)}
     probed = None
     if 0 < cfg.probe_steps < cfg.max_steps and len(candidates) > 1 and val:
         probed = _probe_candidates(cfg, run, build, candidates, facts, procs.is_main_process)

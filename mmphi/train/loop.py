@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from mmphi.config import TrainArgs
+from mmphi.errors import MmphiError
 from mmphi.train import checkpoint as ckpt
 from mmphi.train.dist import process_state
 from mmphi.train.optim import cosine_schedule, make_optimizer, measure_peak_flops
@@ -90,6 +91,9 @@ class _Trainer:
 
         set_seed(args.seed)
         self.rank, self.world, self.main = self.acc.process_index, self.acc.num_processes, self.acc.is_main_process
+        if args.processes and args.processes != self.world:
+            raise MmphiError(f"--processes {args.processes} but {self.world} process(es) were launched; start "
+                             f"`accelerate launch --num_processes {args.processes} ...` or drop --processes")
         run.create()
         enable_checkpointing = getattr(model, "gradient_checkpointing_enable", None)
         if args.grad_checkpointing and enable_checkpointing is not None:

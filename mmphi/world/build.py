@@ -61,7 +61,7 @@ def _draw(cfg: WorldConfig, stream: int, n: int, split: str, desc: str) -> list[
 def _split_sizes(cfg: WorldConfig) -> dict[str, int]:
     n_val = max(1, round(cfg.scenes * cfg.val_frac))
     n_test = max(1, round(cfg.scenes * cfg.test_frac))
-    return {"train": cfg.scenes - n_val - n_test, "val": n_val, "test": n_test}
+    return {"train": cfg.train_scenes or cfg.scenes - n_val - n_test, "val": n_val, "test": n_test}
 
 
 def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str], cfg: WorldConfig) -> str:
@@ -84,6 +84,17 @@ def _corpus_doc(scene: scenes.Scene, rng: np.random.Generator, caps: list[str], 
     return text[: -len(EOS)]  # the corpus preparer puts EOS between documents
 
 
+def _describe_first(scene: scenes.Scene, turns: list, rng: np.random.Generator, chance: float) -> list:
+    """With probability ``chance``, the conversation opens with a describe round and its questions follow.
+
+    Its own random stream, so every other file of the world is the same with or without it.
+    """
+    if rng.random() >= chance:
+        return turns
+    q, a = language.question("describe", scene, rng)
+    return [("describe", q, a)] + [t for t in turns if t[0] != "describe"]
+
+
 def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene], cfg: WorldConfig) -> None:
     d = root / split
     for stale in (d / "images", d / "speech"):  # a previous, different world in the same folder
@@ -104,6 +115,8 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
         for cap in caps:
             annotations.append({"image_id": i, "id": len(annotations), "caption": cap})
         turns = language.conversation(scene, rng, int(rng.integers(1, cfg.max_turns + 1)))
+        if split == "train" and cfg.describe_first:
+            turns = _describe_first(scene, turns, np.random.default_rng([cfg.seed, stream, i, 2]), cfg.describe_first)
         first = with_image(turns[0][1], at_end=bool(rng.random() < 0.5))
         conv = [{"from": "human", "value": first}, {"from": "gpt", "value": turns[0][2]}]
         for _, q, a in turns[1:]:

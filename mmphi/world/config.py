@@ -13,6 +13,8 @@ class WorldConfig:
     out: str = opt("runs/world", "output folder (train/ val/ test/ splits and world.json)")
     seed: int = opt(0, "random seed; the same seed gives byte-identical files")
     scenes: int = opt(2000, "image scenes over all splits")
+    train_scenes: int = opt(0, "train image scenes (0 = what --scenes leaves after val and test); more train "
+                               "scenes leave the val and test splits unchanged")
     val_frac: float = opt(0.1, "fraction of scenes in the val split")
     test_frac: float = opt(0.1, "fraction of scenes in the test split")
     corpus_scenes: int = opt(20000, "extra text-only scenes described in the train corpus")
@@ -20,6 +22,9 @@ class WorldConfig:
     image_size: int = opt(96, "image side in pixels (a 3x3 grid of slots)")
     max_objects: int = opt(3, "objects per scene: 1..max_objects (at most 5 slots)")
     max_turns: int = opt(4, "question rounds per train conversation: 1..max_turns")
+    describe_first: float = opt(
+        0.0, "chance that a train conversation opens by describing the image, then asks its questions (the way "
+             "a describe-first assistant answers); val and test conversations are unchanged")
     corpus_rounds: list[int] = opt([2, 5], "question rounds per corpus document: min,max")
     corpus_describe: float = opt(
         1.0, "chance that a corpus document may ask to describe the scene (answers that copy the description)")
@@ -33,6 +38,7 @@ class WorldConfig:
         check(self.scenes >= 3, f"scenes must be >= 3 (one per split), got {self.scenes}")
         check(0 < self.val_frac < 1 and 0 < self.test_frac < 1 and self.val_frac + self.test_frac < 1,
               "val_frac and test_frac must be in (0, 1) and sum to less than 1")
+        check(self.train_scenes >= 0, f"train_scenes must be >= 0, got {self.train_scenes}")
         check(self.corpus_scenes >= 0, f"corpus_scenes must be >= 0, got {self.corpus_scenes}")
         check(self.speech >= 0, f"speech must be >= 0, got {self.speech}")
         check(self.image_size >= 24 and self.image_size % 3 == 0,
@@ -42,4 +48,5 @@ class WorldConfig:
         check(len(self.corpus_rounds) == 2 and 1 <= self.corpus_rounds[0] <= self.corpus_rounds[1] <= 12,
               f"corpus_rounds must be min,max with 1 <= min <= max <= 12, got {self.corpus_rounds}")
         check(0 <= self.corpus_captions <= 1, f"corpus_captions must be in [0, 1], got {self.corpus_captions}")
+        check(0 <= self.describe_first <= 1, f"describe_first must be in [0, 1], got {self.describe_first}")
         check(0 <= self.corpus_describe <= 1, f"corpus_describe must be in [0, 1], got {self.corpus_describe}")

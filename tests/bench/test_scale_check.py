@@ -53,6 +53,13 @@ def test_one_step_counts_parameters_exactly(sc, tiny_checkpoint, quantize):
     assert res["loss_tokens"] > 0
     assert abs(res["loss"] - math.log(spec["vocab_size"])) < 1.0  # random init: about uniform
     assert res["peak_rss_step_gib"] > 0 and res["step_s"] > 0
+    # mmphi --dry-run's formulas agree where the bench measures the same thing: weights and trainable counts.
+    from scale_estimate import plan_estimate  # bench/, on the path once the script is loaded
+
+    est = plan_estimate(spec, ft, 64, 2, quantize, sc.PROJECTOR, sc.IMAGE_TOKENS, sc.FEATURE_DIM)
+    assert est["trainable_params"] == res["trainable_params"]
+    assert est["weights_gb"] == pytest.approx(res["weights_gb"], rel=1e-3)
+    assert 0 < est["step_gib"] < res["peak_rss_step_gib"]  # the process itself comes on top
 
 
 def _meta_phi(spec):

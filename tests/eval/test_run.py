@@ -114,3 +114,28 @@ def test_describe_first_asks_each_question_after_the_models_own_description(tiny
                  "--captions", "0", "--no-spoken", "--limit", "6", "--describe-first"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["vqa"]["typed, after describing"]["overall"]["n"] == res["vqa"]["typed"]["overall"]["n"] == 6
+
+
+def test_with_describe_first_spoken_questions_and_their_typed_twins_are_both_asked_after_describing(
+        tiny_mm_dir, small_world, tmp_path, monkeypatch):
+    import mmphi.eval.run as run
+
+    calls: dict[str, bool] = {}
+    real = run.answer_questions
+
+    def recording(model, tok, enc, items, images, with_image, desc, *args, **kwargs):
+        calls[desc] = kwargs.get("describe_first", False)
+        rows = real(model, tok, enc, items, images, with_image, desc, *args, **kwargs)
+        if desc == "vqa after describing":  # mark the described twins: the typed-beside-spoken column must use them
+            rows = [{**r, "correct": True} for r in rows]
+        return rows
+
+    monkeypatch.setattr(run, "answer_questions", recording)
+    out = tmp_path / "e"
+    assert main(["eval", "--model", str(tiny_mm_dir), "--data", str(small_world / "test"), "--out", str(out),
+                 "--captions", "0", "--examples", "0", "--describe-first"]) == 0
+    assert calls["vqa spoken"] is True and calls["vqa typed"] is False
+    res = json.loads((out / "results.json").read_text())
+    assert res["asr"]["after_describing"] is True
+    assert res["vqa"]["typed (same questions as spoken)"]["overall"]["accuracy"] == 1.0
+    assert "answered after the model has described the image" in (out / "results.md").read_text()

@@ -12,7 +12,6 @@ from mmphi.mm.data import (
     IGNORE,
     ChatEncoder,
     DataError,
-    LengthGroupedSampler,
     caption_examples,
     collate,
     llava_examples,
@@ -128,18 +127,6 @@ def test_collate_masks_from_lengths_and_features(tok):
     with pytest.raises(DataError, match="record 'missing'.*not in the feature store"):
         c = enc.encode([("<image>\nQ?", "no")], "y", id="missing")
         collate([c], enc.pad_id, Store())
-
-
-def test_length_grouped_sampler_is_deterministic_and_covers_the_epoch():
-    lengths = np.random.default_rng(0).integers(5, 100, size=103)
-    s1, s2 = LengthGroupedSampler(lengths, seed=1, group=4), LengthGroupedSampler(lengths, seed=1, group=4)
-    per_epoch = -(-103 // 8)
-    batches = [s1.batch(i, 8) for i in range(per_epoch)]
-    assert all(np.array_equal(b, s2.batch(i, 8)) for i, b in enumerate(batches))
-    assert set(np.concatenate(batches).tolist()) == set(range(103))
-    spread = np.mean([np.ptp(lengths[b]) for b in batches])
-    assert spread < 0.5 * np.ptp(lengths)  # batches hold similar lengths
-    assert not np.array_equal(s1.batch(per_epoch, 8), batches[0])  # next epoch reshuffles
 
 
 def test_typed_special_tokens_stay_text(tok):

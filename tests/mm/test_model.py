@@ -116,6 +116,20 @@ def test_splice_puts_each_image_at_its_placeholders(tok):
         model.embed(batch["input_ids"], batch["image_mask"], batch["features"][:1])
 
 
+def test_a_text_only_batch_still_reaches_the_trained_projector_with_zero_weight(tok):
+    """Modality grouping makes whole batches without an image; DDP needs every trainable parameter in every
+    backward, so the projector runs on a zero image into a term of weight 0 (the loss is unchanged)."""
+    spec = {"image_tokens": N_IMG, "projector": {"kind": "linear", "in_dim": D_VIS, "out_dim": 32}}
+    model = MultimodalLM(tiny_phi(), build_projector("linear", D_VIS, 32), spec).train()
+    enc = ChatEncoder(tok, N_IMG)
+    batch = collate([enc.encode([("Hello", "hi there")], None), enc.encode([("Say two", "two")], None)], enc.pad_id)
+    loss = model(**batch)
+    loss.backward()
+    assert all(p.grad is not None and not p.grad.any() for p in model.projector.parameters())
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch), loss.detach())  # eval runs no dummy: the same loss
+
+
 @pytest.mark.parametrize("make_lm", [tiny_phi, tiny_phi3])
 def test_loss_on_answer_positions_equals_the_full_lm_loss(tok, make_lm):
     model = MultimodalLM(make_lm(), build_projector("mlp2x_gelu", D_VIS, 32), {"image_tokens": N_IMG})

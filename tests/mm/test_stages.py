@@ -63,6 +63,9 @@ def test_align_trains_only_the_projector_and_reports_blind_loss(aligned, stage_i
     assert spec["image_tokens"] == patches * p["tokens_per_feature"]
     assert "val_caption_loss_blind" in summary and summary["val_caption_loss"] > 0
     assert (aligned / "final" / "lm" / "config.json").exists() and (aligned / "final" / "vision").is_dir()
+    pad = facts["padding"]  # the padding share of an epoch's batches, as formed and unsorted
+    assert (pad["group_by"], pad["batch_size"], pad["processes"]) == ("modality", 8, 1)
+    assert 0 <= pad["grouped"] < pad["unsorted"]
     assert (aligned / "loss.png").exists()
 
 
@@ -72,7 +75,7 @@ def _answer_loss(model_dir: Path, s: dict, batches: int) -> float:
 
     from mmphi.mm.data import ChatEncoder, llava_examples
     from mmphi.mm.loading import load_multimodal
-    from mmphi.mm.stages import ConversationTask
+    from mmphi.mm.task import ConversationTask
     from mmphi.train.loop import evaluate_loss
     from mmphi.vision.store import FeatureStore
 

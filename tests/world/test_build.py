@@ -185,3 +185,22 @@ def test_long_corpus_documents_ask_new_questions_and_describe_only_when_allowed(
             asked.add(key)
             rounds += 1
     assert rounds / len(docs) > 6  # long documents, with few scenes short of new questions
+
+
+def test_more_train_scenes_and_describe_first_leave_val_and_test_unchanged(tmp_path):
+    base, more = tmp_path / "base", tmp_path / "more"
+    build_world(WorldConfig(out=str(base), scenes=30, corpus_scenes=0, seed=4))
+    build_world(WorldConfig(out=str(more), scenes=30, train_scenes=60, describe_first=0.5, corpus_scenes=0, seed=4))
+    for split in ("val", "test"):
+        for name in ("instruct.json", "captions.json", "scenes.json", "corpus.txt"):
+            assert (base / split / name).read_bytes() == (more / split / name).read_bytes(), (split, name)
+    records = json.loads((more / "train" / "instruct.json").read_text())
+    assert len(records) == 60
+    old = json.loads((base / "train" / "instruct.json").read_text())
+    assert json.loads((more / "train" / "scenes.json").read_text())[:len(old)] == \
+        json.loads((base / "train" / "scenes.json").read_text())  # the first train scenes are the same ones
+    opening = [r for r in records if r["types"][0] == "describe"]
+    assert 15 <= len(opening) <= 45  # about half open by describing the image
+    for r in opening:
+        assert r["types"].count("describe") == 1 and r["conversations"][0]["value"].replace("<image>", "").strip()
+        assert any(t != "describe" for t in r["types"][1:]) or len(r["types"]) == 1
