@@ -88,8 +88,8 @@ def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key:
     rows = answer_questions(model, tok, enc, questions, images, True, "vqa spoken", describe_first=cfg.describe_first)
     same = [twin for twin in twins if twin is not None]
     return {"spoken": accuracy_by_type(rows), "typed_same_questions": accuracy_by_type(same),
-            "after_describing": cfg.describe_first,
             "asr": {"wer": word_error_rate([it["question"] for it in items], heard), "n": len(items),
+                    "after_describing": cfg.describe_first,
                     "audio_s": round(audio_s, 1), "real_time_factor": busy_s / max(audio_s, 1e-9),
                     "examples": [{"said": it["question"], "heard": h}
                                  for it, h in zip(items[:5], heard[:5], strict=True)]},
@@ -161,7 +161,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in twins})
         results["vqa"]["spoken"] = spoken["spoken"]
         results["vqa"]["typed (same questions as spoken)"] = spoken["typed_same_questions"]
-        results["asr"] = {**spoken["asr"], "after_describing": spoken["after_describing"]}
+        results["asr"] = spoken["asr"]
     if cfg.captions:
         results["captions"] = _captions(cfg, split, model, tok, enc, images)
     if (split / "corpus.txt").exists():

@@ -201,6 +201,10 @@ def test_more_train_scenes_and_describe_first_leave_val_and_test_unchanged(tmp_p
         json.loads((base / "train" / "scenes.json").read_text())  # the first train scenes are the same ones
     opening = [r for r in records if r["types"][0] == "describe"]
     assert 15 <= len(opening) <= 45  # about half open by describing the image
+    coco = json.loads((more / "train" / "captions.json").read_text())
+    canonical: dict[str, str] = {}
+    for ann in coco["annotations"]:  # an image's first caption is its canonical description
+        canonical.setdefault(coco["images"][ann["image_id"]]["file_name"], ann["caption"])
     for r in opening:
         assert r["types"].count("describe") == 1 and r["conversations"][0]["value"].replace("<image>", "").strip()
-        assert any(t != "describe" for t in r["types"][1:]) or len(r["types"]) == 1
+        assert r["conversations"][1]["value"] == canonical[r["image"]]  # the answer describes this very image
