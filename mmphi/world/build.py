@@ -7,6 +7,8 @@
     W/{split}/instruct.json          LLaVA-Instruct-150K format, plus "types" (one per answer)
     W/{split}/corpus.txt             stage-0 text: documents separated by blank lines
     W/test/speech/*.wav, speech.json spoken test questions (with --speech N)
+    W/{train,val}/speech/, speech.json  spoken train questions and captions, val questions (--speech-train,
+                                     --speech-captions, --speech-val: the audio projector's data)
 
 Splits hold disjoint scenes: no scene of val or test (objects with their shape, colour, size
 and slot) occurs in train or in the train corpus. Every file is a pure function of the seed.
@@ -22,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mmphi.chat import CAPTION_PROMPTS, EOS, IMAGE, format_conversation, with_image
+from mmphi.chat import CAPTION_PROMPTS, EOS, format_conversation, with_image
 from mmphi.common.questions import QUESTION_TYPES
 from mmphi.world import language, scenes
 from mmphi.world.config import WorldConfig
-from mmphi.world.speech import VOICES, espeak_path, speak_many
+from mmphi.world.speech import espeak_path, spoken_captions, spoken_questions, write_speech
 
 SPLITS = ("train", "val", "test")
 STREAMS = {"train": 2, "val": 1, "test": 0}  # one random stream per split
@@ -147,33 +149,32 @@ def _extra_corpus(root: Path, cfg: WorldConfig) -> None:
             f.write("\n" + "\n\n".join(docs) + "\n")
 
 
-def _speech(root: Path, cfg: WorldConfig) -> int:
-    # Only records with a question that has an exact answer ("describe" answers are sentences).
-    records = [r for r in json.loads((root / "test" / "instruct.json").read_text())
-               if any(kind != "describe" for kind in r["types"])]
-    rng = np.random.default_rng([cfg.seed, 9])
-    picks = rng.permutation(len(records))[: cfg.speech]
-    out_dir = root / "test" / "speech"
-    out_dir.mkdir(exist_ok=True)
-    items, jobs = [], []
-    for k, idx in enumerate(sorted(int(p) for p in picks)):
-        rec = records[idx]
-        turn = next(t for t, kind in enumerate(rec["types"]) if kind != "describe")
-        q = rec["conversations"][2 * turn]["value"].replace(IMAGE, "").strip()
-        a = rec["conversations"][2 * turn + 1]["value"]
-        voice, speed = VOICES[k % len(VOICES)], 140 + 10 * (k % 4)
-        wav = f"speech/{k:04d}.wav"
-        jobs.append((q, root / "test" / wav, voice, speed))
-        items.append({"audio": wav, "record": rec["id"], "image": rec["image"], "type": rec["types"][turn],
-                      "question": q, "answer": a, "voice": voice, "speed": speed})
-    speak_many(jobs)
-    _dump(root / "test" / "speech.json", items)
-    return len(items)
+def _speech(root: Path, cfg: WorldConfig) -> dict[str, int]:
+    """Spoken clips per split: test questions (--speech, the stream they always had), then train
+    questions and captions and val questions from their own streams, so adding these leaves the
+    test clips as they were."""
+    def records(split: str) -> list[dict]:
+        return json.loads((root / split / "instruct.json").read_text())
+
+    counts = {}
+    if cfg.speech:
+        counts["test"] = write_speech(root / "test", spoken_questions(records("test"), cfg.speech,
+                                                                       np.random.default_rng([cfg.seed, 9]), False))
+    if cfg.speech_train or cfg.speech_captions:
+        rng = np.random.default_rng([cfg.seed, 9, STREAMS["train"]])
+        items = spoken_questions(records("train"), cfg.speech_train, rng, True)
+        coco = json.loads((root / "train" / "captions.json").read_text())
+        items += spoken_captions(coco, cfg.speech_captions, rng)
+        counts["train"] = write_speech(root / "train", items)
+    if cfg.speech_val:
+        rng = np.random.default_rng([cfg.seed, 9, STREAMS["val"]])
+        counts["val"] = write_speech(root / "val", spoken_questions(records("val"), cfg.speech_val, rng, True))
+    return counts
 
 
 def build_world(cfg: WorldConfig) -> dict:
     """Generate the world into ``cfg.out``; returns the summary also written to world.json."""
-    if cfg.speech:
+    if cfg.speech or cfg.speech_train or cfg.speech_captions or cfg.speech_val:
         espeak_path()  # fail before any work, with a clear message
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -182,12 +183,13 @@ def build_world(cfg: WorldConfig) -> dict:
         drawn = _draw(cfg, STREAMS[split], sizes[split], split, f"draw {split}")
         _write_split(root, split, STREAMS[split], drawn, cfg)
     _extra_corpus(root, cfg)
-    n_speech = _speech(root, cfg) if cfg.speech else 0
+    spoken = _speech(root, cfg)
     summary = {
         "format": "mmphi shapes world v1",
         "settings": {k: v for k, v in vars(cfg).items() if k != "out"},
         "splits": sizes,
-        "speech": n_speech,
+        "speech": spoken.get("test", 0),
+        "speech_by_split": spoken,
         "shapes": list(scenes.SHAPES), "colours": list(scenes.COLOURS), "positions": list(scenes.POSITIONS),
         "sizes": list(scenes.SIZES), "question_types": list(QUESTION_TYPES),
     }

@@ -19,6 +19,10 @@ class WorldConfig:
     test_frac: float = opt(0.1, "fraction of scenes in the test split")
     corpus_scenes: int = opt(20000, "extra text-only scenes described in the train corpus")
     speech: int = opt(0, "number of test questions spoken with espeak-ng into test/speech/")
+    speech_train: int = opt(0, "train questions spoken into train/speech/ (voices and rates varied), for the "
+                               "audio projector (docs/speech.md, 'Speech as embeddings')")
+    speech_captions: int = opt(0, "train captions spoken into train/speech/ (stage 1 of the audio projector)")
+    speech_val: int = opt(0, "val questions spoken into val/speech/ (the audio stages' validation)")
     image_size: int = opt(96, "image side in pixels (a 3x3 grid of slots)")
     max_objects: int = opt(3, "objects per scene: 1..max_objects (at most 5 slots)")
     max_turns: int = opt(4, "question rounds per train conversation: 1..max_turns")
@@ -40,7 +44,8 @@ class WorldConfig:
               "val_frac and test_frac must be in (0, 1) and sum to less than 1")
         check(self.train_scenes >= 0, f"train_scenes must be >= 0, got {self.train_scenes}")
         check(self.corpus_scenes >= 0, f"corpus_scenes must be >= 0, got {self.corpus_scenes}")
-        check(self.speech >= 0, f"speech must be >= 0, got {self.speech}")
+        check(min(self.speech, self.speech_train, self.speech_captions, self.speech_val) >= 0,
+              "speech, speech_train, speech_captions and speech_val must be >= 0")
         check(self.image_size >= 24 and self.image_size % 3 == 0,
               f"image_size must be a multiple of 3 and >= 24, got {self.image_size}")
         check(1 <= self.max_objects <= 5, f"max_objects must be in 1..5, got {self.max_objects}")
