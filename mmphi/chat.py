@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 IMAGE = "<image>"
+AUDIO = "<audio>"  # where spoken-as-embeddings audio stands (the speech stages, --audio-route embed)
 EOS = "<|endoftext|>"
 USER = "USER:"
 ASSISTANT = "ASSISTANT:"

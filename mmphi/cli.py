@@ -54,10 +54,18 @@ VERBS: dict[str, Verb] = {
                  "train the tiny recipe's own small CLIP (vision + text towers) on image/caption pairs"),
     "embed": Verb("mmphi.vision.config:EmbedConfig", "mmphi.vision.embed:embed",
                   "precompute vision features for a set of images into a feature store"),
+    "embed-audio": Verb("mmphi.audio.config:AudioEmbedConfig", "mmphi.audio.store:embed_audio",
+                        "precompute speech features (stacked Whisper encoder states) of a world's spoken clips "
+                        "into an audio feature store"),
     "align": Verb("mmphi.mm.config:AlignConfig", "mmphi.mm.stages:align",
                   "stage 1: train the projector on captions (LM frozen)"),
     "finetune": Verb("mmphi.mm.config:FinetuneConfig", "mmphi.mm.stages:finetune",
                      "stage 2: QLoRA adapters + projector on instruction conversations"),
+    "speech-align": Verb("mmphi.mm.speech_config:SpeechAlignConfig", "mmphi.mm.speech:speech_align",
+                         "speech stage 1: give a multimodal model an audio projector, trained on (spoken clip -> "
+                         "its words) with the model frozen"),
+    "speech-finetune": Verb("mmphi.mm.speech_config:SpeechFinetuneConfig", "mmphi.mm.speech:speech_finetune",
+                            "speech stage 2: LoRA + audio projector on spoken questions mixed with typed ones"),
     "eval": Verb("mmphi.eval.config:EvalConfig", "mmphi.eval.run:evaluate",
                  "VQA accuracy (typed / spoken / blind), captions, ASR and perplexity on a held-out split; or a "
                  "public benchmark (--benchmark vqav2, gqa, pope, sqa, textvqa) from its official files"),

@@ -62,3 +62,17 @@ def make_multimodal(out: Path, clip_dir: Path, seed: int = 0, max_positions: int
     MultimodalLM(lm, projector, spec).save_pretrained(out / "model", load_tokenizer(str(lm_dir)), str(lm_dir),
                                                       str(clip_dir))
     return out / "model"
+
+
+def write_wav(path: Path, samples, rate: int = 16000) -> Path:
+    """16-bit mono WAV of float ``samples`` in [-1, 1]."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path

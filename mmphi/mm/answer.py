@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from tqdm import tqdm
 
-from mmphi.mm.data import Example
+from mmphi.mm.data import Example, audio_batch
 
 
 def left_pad(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]:
@@ -31,8 +31,9 @@ def left_pad(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor
 
 @torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: Sequence[Example], features_of, max_new_tokens: int = 8,
-                   batch_size: int = 32, desc: str = "answers") -> list[str]:
-    """``prompts`` end with "ASSISTANT:"; ``features_of(keys)`` returns (n, N, D) features for image keys."""
+                   batch_size: int = 32, desc: str = "answers", clips=None) -> list[str]:
+    """``prompts`` end with "ASSISTANT:"; ``features_of(keys)`` returns (n, N, D) features for image keys;
+    ``clips.get_many(keys)`` the (features, lengths) of the prompts' audio clips, if any."""
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -42,7 +43,11 @@ def greedy_answers(model, tokenizer, prompts: Sequence[Example], features_of, ma
         batch = {k: v.to(device) for k, v in left_pad(chunk, pad).items()}
         keys = [e.image for e in chunk if e.image is not None]
         feats = features_of(keys).to(device) if keys else None
-        embeds = model.embed(batch["input_ids"], batch["image_mask"], feats)
+        audio = {}
+        if any(e.audio is not None for e in chunk):
+            width = batch["input_ids"].shape[1]
+            audio = {k: v.to(device) for k, v in audio_batch(chunk, width, clips, left=True).items()}
+        embeds = model.embed(batch["input_ids"], batch["image_mask"], feats, **audio)
         gen = model.lm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                                 max_new_tokens=max_new_tokens, do_sample=False,
                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)

@@ -9,16 +9,18 @@ Labels are -100 everywhere except on assistant answers and their EOS.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from mmphi.chat import ASSISTANT, CAPTION_PROMPTS, IMAGE, user_prefix
+from mmphi.chat import ASSISTANT, AUDIO, CAPTION_PROMPTS, IMAGE, user_prefix
 from mmphi.errors import MmphiError
 
 IGNORE = -100
+_PLACEHOLDER = re.compile(f"({re.escape(IMAGE)}|{re.escape(AUDIO)})")
 
 
 class DataError(MmphiError):
@@ -34,6 +36,8 @@ class Example:
     id: str
     types: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)  # per label token: 1 / length of its answer
+    audio: str | None = None  # audio feature-store key (speech read as embeddings at the <audio> placeholder)
+    audio_mask: list[bool] = field(default_factory=list)  # empty = no audio
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -52,32 +56,41 @@ class ChatEncoder:
         # only ever enter through the template (the EOS ids appended after answers).
         return self.tok(text, add_special_tokens=False, split_special_tokens=True).input_ids if text else []
 
-    def prompt_ids(self, user: str, first: bool) -> tuple[list[int], list[bool]]:
-        """Ids and image mask of one user turn up to and including "ASSISTANT:"."""
+    def prompt_ids(self, user: str, first: bool, audio_tokens: int = 0) -> tuple[list[int], list[bool], list[bool]]:
+        """Ids, image mask and audio mask of one user turn up to and including "ASSISTANT:".
+
+        ``<image>`` expands to ``image_tokens`` placeholder positions, ``<audio>`` to ``audio_tokens``
+        (a clip's length in audio tokens): both are replaced by projected features.
+        """
         text = f"{user_prefix(self.system, first)}{user} {ASSISTANT}"
-        parts = text.split(IMAGE)
-        if len(parts) > 2:
-            raise DataError("a conversation may hold at most one <image>")
-        ids, mask = self.ids(parts[0]), []
-        mask = [False] * len(ids)
-        if len(parts) == 2:
-            ids += [self.pad_id] * self.image_tokens  # placeholder ids: replaced by image features
-            mask += [True] * self.image_tokens
-            tail = self.ids(parts[1])
-            ids += tail
-            mask += [False] * len(tail)
-        return ids, mask
+        parts = _PLACEHOLDER.split(text)
+        if parts.count(IMAGE) > 1 or parts.count(AUDIO) > 1:
+            raise DataError("a conversation may hold at most one <image> and one <audio>")
+        ids: list[int] = []
+        image: list[bool] = []
+        audio: list[bool] = []
+        for part in parts:
+            n = {IMAGE: self.image_tokens, AUDIO: audio_tokens}.get(part)
+            piece = [self.pad_id] * n if n is not None else self.ids(part)  # placeholder ids: replaced by features
+            ids += piece
+            image += [part == IMAGE] * len(piece)
+            audio += [part == AUDIO] * len(piece)
+        return ids, image, audio
 
     def encode(self, rounds: Sequence[tuple[str, str | None]], image: str | None, id: str = "",
-               types: Sequence[str] = ()) -> Example | None:
-        """Whole rounds are kept while they fit ``max_len``; the image is never cut (None if it cannot fit)."""
+               types: Sequence[str] = (), audio: str | None = None, audio_tokens: int = 0) -> Example | None:
+        """Whole rounds are kept while they fit ``max_len``; the image is never cut (None if it cannot fit).
+
+        ``audio``: the feature key of the clip standing at the ``<audio>`` placeholder, ``audio_tokens`` long.
+        """
         ids: list[int] = []
         labels: list[int] = []
         mask: list[bool] = []
+        amask: list[bool] = []
         weights: list[float] = []
         kept = 0
         for i, (user, answer) in enumerate(rounds):
-            p_ids, p_mask = self.prompt_ids(user, first=i == 0)
+            p_ids, p_mask, p_audio = self.prompt_ids(user, first=i == 0, audio_tokens=audio_tokens)
             a_ids = [] if answer is None else self.ids(f" {answer}") + [self.eos_id]
             if len(ids) + len(p_ids) + len(a_ids) > self.max_len:
                 if i > 0:
@@ -88,11 +101,16 @@ class ChatEncoder:
             ids += p_ids + a_ids
             labels += [IGNORE] * len(p_ids) + a_ids
             mask += p_mask + [False] * len(a_ids)
+            amask += p_audio + [False] * len(a_ids)
             weights += [0.0] * len(p_ids) + [1.0 / max(len(a_ids), 1)] * len(a_ids)  # a prompt-only round has no answer
             kept += 1
         if image is not None and sum(mask) != self.image_tokens:
             raise DataError(f"record {id!r} has an image but no <image> placeholder in its first turn")
-        return Example(ids, labels, mask, image if any(mask) else None, id, list(types)[:kept], weights)
+        if audio is not None and any(amask) and sum(amask) != audio_tokens:
+            raise DataError(f"record {id!r}: {sum(amask)} audio positions for a clip of {audio_tokens} tokens")
+        has_audio = audio is not None and any(amask)
+        return Example(ids, labels, mask, image if any(mask) else None, id, list(types)[:kept], weights,
+                       audio if has_audio else None, amask if has_audio else [])
 
 
 def _image_first(text: str) -> str:
@@ -145,7 +163,8 @@ def caption_examples(path: Path, enc: ChatEncoder, blind: bool = False) -> list[
     return out
 
 
-def collate(examples: Sequence[Example], pad_id: int, store=None, per_answer: bool = False) -> dict[str, torch.Tensor]:
+def collate(examples: Sequence[Example], pad_id: int, store=None, per_answer: bool = False,
+            audio_store=None) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example; the attention mask comes from lengths (EOS is also PAD).
 
     ``per_answer``: add ``loss_weights`` so that every answer counts once in the loss, whatever its
@@ -178,4 +197,32 @@ def collate(examples: Sequence[Example], pad_id: int, store=None, per_answer: bo
             raise DataError(f"record {missing[0].id!r}: image {missing[0].image!r} is not in the feature store "
                             f"{getattr(store, 'path', '')} (run `mmphi embed` on these images)")
         batch["features"] = store.get_many(keys)  # (n_images, N, D)
+    if any(e.audio is not None for e in examples):
+        batch.update(audio_batch(examples, width, audio_store))
     return batch
+
+
+def audio_mask(examples: Sequence[Example], width: int, left: bool = False) -> torch.Tensor:
+    """(n, width) bool: where each example's audio tokens stand (right- or left-padded like its ids)."""
+    out = torch.zeros((len(examples), width), dtype=torch.bool)
+    for i, e in enumerate(examples):
+        if e.audio_mask:
+            k = len(e)
+            if left:
+                out[i, width - k:] = torch.tensor(e.audio_mask)
+            else:
+                out[i, :k] = torch.tensor(e.audio_mask)
+    return out
+
+
+def audio_batch(examples: Sequence[Example], width: int, audio_store, left: bool = False) -> dict[str, torch.Tensor]:
+    """``audio_mask`` and the clips' features (n_clips, longest, D) with their ``audio_lengths``."""
+    if audio_store is None:
+        raise DataError("these examples have audio but no audio feature store was given")
+    keys = [e.audio for e in examples if e.audio is not None]
+    missing = [k for k in keys if k not in audio_store]
+    if missing:
+        raise DataError(f"clip {missing[0]!r} is not in the audio feature store {getattr(audio_store, 'path', '')} "
+                        "(run `mmphi embed-audio` on the world)")
+    feats, lengths = audio_store.get_many(keys)
+    return {"audio_mask": audio_mask(examples, width, left), "audio_features": feats, "audio_lengths": lengths}

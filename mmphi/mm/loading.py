@@ -48,7 +48,12 @@ def load_multimodal(path: str | Path, device: torch.device | None = None, quanti
             raise MmphiError(f"cannot load the LoRA adapters in {path / spec['adapters']}: {err}") from err
     projector = load_projector(path, spec).to(device)
     encoder = load_encoder(path, spec, device) if with_encoder else None
-    model = MultimodalLM(lm, projector, spec, encoder)
+    audio = None
+    if spec.get("audio"):
+        from mmphi.mm.speech import load_audio_projector
+
+        audio = load_audio_projector(path, spec).to(device)
+    model = MultimodalLM(lm, projector, spec, encoder, audio)
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer

@@ -14,6 +14,8 @@ Saved directory (``final/`` of stages 1 and 2; what chat / app / serve / eval lo
     lm/                      the LM's weights when they are local (or merged); else a hub id in mmphi.json
     adapters/                peft LoRA adapters (stage 2, unless merged)
     vision/                  the vision encoder when it is local (so the directory is self-contained)
+    audio_projector.safetensors  the audio projector, when the speech stages trained one (mmphi.json "audio":
+                             its spec, the speech encoder's identity and source; docs/speech.md)
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ class MultimodalLM(nn.Module):
     lr_overrides: dict[str, float]  # optional, set by stage 2 (read by mmphi.train.optim)
 
     def __init__(self, lm: PreTrainedModel | PeftModel, projector: nn.Module, spec: dict[str, Any],
-                 encoder: nn.Module | None = None):
+                 encoder: nn.Module | None = None, audio_projector: nn.Module | None = None):
         super().__init__()
         self.lm = lm
         self.projector = projector
+        self.audio_projector = audio_projector  # speech encoder features -> LM embeddings (the <audio> route)
         self.encoder = encoder  # only for raw images (inference); training reads the feature store
         self.spec = spec  # what mmphi.json records: projector kind/dims, image_tokens, vision source, system...
         vocab = live_vocab(base_lm(lm))
@@ -86,8 +89,35 @@ class MultimodalLM(nn.Module):
     def image_tokens(self) -> int:
         return int(self.spec["image_tokens"])
 
-    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
-        """Token embeddings with projected image features written at the placeholder positions."""
+    def embed(self, input_ids: torch.Tensor, image_mask: torch.Tensor, features: torch.Tensor | None,
+              audio_mask: torch.Tensor | None = None, audio_features: torch.Tensor | None = None,
+              audio_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with projected image features written at the image placeholder positions, and
+        projected speech features (``audio_features`` (n_clips, longest, D), ``audio_lengths`` (n_clips,))
+        at the audio ones."""
+        embeds = self._embed_image(input_ids, image_mask, features)
+        if audio_features is None or audio_mask is None or audio_lengths is None:
+            if self.audio_projector is not None and self.training and torch.is_grad_enabled() and any(
+                    p.requires_grad for p in self.audio_projector.parameters()):
+                dummy = torch.zeros(1, 1, self.spec["audio"]["projector"]["in_dim"], device=embeds.device)
+                return embeds + 0.0 * self.audio_projector(dummy.to(self._audio_dtype)).sum().to(embeds.dtype)
+            return embeds
+        if self.audio_projector is None:
+            raise ValueError("audio features were given but this model has no audio projector")
+        proj = self.audio_projector(audio_features.to(self._audio_dtype))  # (n_clips, longest, C)
+        valid = torch.arange(proj.shape[1], device=proj.device)[None] < audio_lengths.to(proj.device)[:, None]
+        tokens = proj[valid]  # (sum of lengths, C): clip after clip, each in time order
+        if int(audio_mask.sum()) != tokens.shape[0]:
+            raise ValueError(f"{int(audio_mask.sum())} audio placeholder positions but {tokens.shape[0]} audio tokens")
+        return embeds.masked_scatter(audio_mask.unsqueeze(-1), tokens.to(embeds.dtype))
+
+    @property
+    def _audio_dtype(self) -> torch.dtype:
+        assert self.audio_projector is not None
+        return next(self.audio_projector.parameters()).dtype
+
+    def _embed_image(self, input_ids: torch.Tensor, image_mask: torch.Tensor,
+                     features: torch.Tensor | None) -> torch.Tensor:
         embeds = self.lm.get_input_embeddings()(input_ids)  # (B, T, C)
         n_slots = int(image_mask.sum())
         # (n_images, N * tokens_per_feature, C): the projector's output says how many tokens an image takes.
@@ -119,15 +149,17 @@ class MultimodalLM(nn.Module):
     def projector_dtype(self) -> torch.dtype:
         return next(self.projector.parameters()).dtype
 
-    def hidden_states(self, input_ids, attention_mask, image_mask, features) -> torch.Tensor:
-        embeds = self.embed(input_ids, image_mask, features)
+    def hidden_states(self, input_ids, attention_mask, image_mask, features, **audio) -> torch.Tensor:
+        embeds = self.embed(input_ids, image_mask, features, **audio)
         body = base_lm(self.lm).get_decoder()
         return body(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # (B, T, C)
 
-    def forward(self, input_ids, attention_mask, image_mask, labels, features=None, loss_weights=None) -> torch.Tensor:
+    def forward(self, input_ids, attention_mask, image_mask, labels, features=None, loss_weights=None,
+                audio_mask=None, audio_features=None, audio_lengths=None) -> torch.Tensor:
         """Loss over the answer tokens (labels != -100), computing logits only there: the mean over
         tokens, or with ``loss_weights`` (1 / answer length per token) the mean over answers."""
-        hidden = self.hidden_states(input_ids, attention_mask, image_mask, features)
+        hidden = self.hidden_states(input_ids, attention_mask, image_mask, features, audio_mask=audio_mask,
+                                    audio_features=audio_features, audio_lengths=audio_lengths)
         targets = labels[:, 1:]  # position t predicts token t+1
         where = targets != -100
         picked = hidden[:, :-1][where]  # (M, C): only positions that carry loss
@@ -150,6 +182,9 @@ class MultimodalLM(nn.Module):
         tmp.mkdir(parents=True)
         save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()},
                   tmp / "projector.safetensors")
+        if self.audio_projector is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.audio_projector.state_dict().items()},
+                      tmp / "audio_projector.safetensors")
         tokenizer.save_pretrained(tmp)
         spec = dict(self.spec)
         spec["lm"] = _copy_or_reference(lm_source, tmp / "lm")

@@ -21,7 +21,7 @@ class ConversationTask:
 
     def __init__(self, train: list[Example], val: list[Example], store: FeatureStore, pad_id: int, seed: int,
                  eval_batch: int, flops_per_token: float, save_final, per_answer: bool = False,
-                 group_by: Grouping = "modality", megabatch: int = 32):
+                 group_by: Grouping = "modality", megabatch: int = 32, audio_store=None):
         if not train:
             raise ValueError("no training examples")
         self.train, self.val, self.store, self.pad_id = train, val, store, pad_id
@@ -29,10 +29,11 @@ class ConversationTask:
                                   [e.image is not None for e in train])
         self.eval_batch, self.fpt, self._save_final = eval_batch, flops_per_token, save_final
         self.per_answer = per_answer
+        self.audio_store = audio_store  # spoken clips' features (the speech stages), or None
 
     def batch(self, index: int, size: int, rank: int, world: int) -> dict:
         chosen = self.sampler.batch(index, size * world)[rank * size:(rank + 1) * size]
-        return collate([self.train[i] for i in chosen], self.pad_id, self.store, self.per_answer)
+        return collate([self.train[i] for i in chosen], self.pad_id, self.store, self.per_answer, self.audio_store)
 
     def loss(self, model, batch):
         tokens = float(batch["attention_mask"].sum())
@@ -43,7 +44,7 @@ class ConversationTask:
     def eval_batches(self, examples: Sequence[Example] | None = None):
         examples = self.val if examples is None else examples
         for i in range(0, len(examples), self.eval_batch):
-            yield collate(examples[i:i + self.eval_batch], self.pad_id, self.store, self.per_answer)
+            yield collate(examples[i:i + self.eval_batch], self.pad_id, self.store, self.per_answer, self.audio_store)
 
     def save_final(self, model, path: Path) -> None:
         self._save_final(model, path)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mmphi.chat import DESCRIBE, IMAGE
+from mmphi.chat import AUDIO, DESCRIBE, IMAGE
 from mmphi.common.questions import EXACT_TYPES, accuracy_by_type, vqa_correct
 
 
@@ -40,8 +40,12 @@ def prompt_text(question: str, with_image: bool, at_end: bool = False) -> str:
 
 
 def answer_questions(model, tokenizer, encoder, items: Sequence[dict], features_of: Callable, with_image: bool,
-                     desc: str, max_new_tokens: int = 8, describe_first: bool = False) -> list[dict]:
+                     desc: str, max_new_tokens: int = 8, describe_first: bool = False, clips=None) -> list[dict]:
     """Rows of {type, question, answer, prediction, correct, image} for ``items`` (greedy, batched).
+
+    An item with an ``audio_key`` is asked by its clip instead of its text: the clip's features from
+    ``clips`` (``tokens(key)``, ``get_many(keys)``: an audio feature store, or clips encoded on the fly)
+    stand at an ``<audio>`` placeholder where the question's words would be.
 
     ``describe_first`` (with the image): the model first describes the image ("Describe the
     image.", greedy, once per image), and the question follows as the second turn of that
@@ -58,12 +62,18 @@ def answer_questions(model, tokenizer, encoder, items: Sequence[dict], features_
                                                     desc=f"{desc} (describing)"), strict=True))
 
     def rounds(it: dict) -> list:
+        question = AUDIO if it.get("audio_key") else it["question"]
         if it["image"] in described:
-            return [(prompt_text(DESCRIBE, True), described[it["image"]]), (it["question"], None)]
-        return [(prompt_text(it["question"], with_image, it.get("at_end", False)), None)]
+            return [(prompt_text(DESCRIBE, True), described[it["image"]]), (question, None)]
+        return [(prompt_text(question, with_image, it.get("at_end", False)), None)]
 
-    prompts = [encoder.encode(rounds(it), it["image"] if with_image else None) for it in items]
-    predictions = greedy_answers(model, tokenizer, prompts, features_of, max_new_tokens=max_new_tokens, desc=desc)
+    def clip(it: dict) -> tuple[str | None, int]:
+        key = it.get("audio_key")
+        return (key, clips.tokens(key)) if key else (None, 0)
+
+    prompts = [encoder.encode(rounds(it), it["image"] if with_image else None, "", (), *clip(it)) for it in items]
+    predictions = greedy_answers(model, tokenizer, prompts, features_of, max_new_tokens=max_new_tokens, desc=desc,
+                                 clips=clips)
     return [{**it, "prediction": p, "correct": vqa_correct(p, it["answer"]),
              **({"description": described[it["image"]]} if it["image"] in described else {})}
             for it, p in zip(items, predictions, strict=True)]
