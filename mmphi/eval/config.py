@@ -19,6 +19,9 @@ class EvalConfig:
     limit: int = opt(0, "at most this many typed questions (with --benchmark: questions per split; 0 = all)")
     captions: int = opt(100, "images captioned for BLEU-4 / CIDEr (0 = skip)")
     spoken: bool = opt(True, "answer the spoken questions (speech.json) through speech recognition")
+    audio_routes: list[str] = opt(["asr"], "routes the spoken questions take, each reported beside typed: asr = "
+                                           "Whisper's transcript; embed = the encoder's features through the model's "
+                                           "audio projector (docs/speech.md); asr,embed = both")
     asr_model: str = opt("", "faster-whisper model for the spoken questions; empty = the bundled Whisper tiny.en")
     asr_prompt: str = opt("", ASR_PROMPT_HELP)
     describe_first: bool = opt(False, "also ask every typed question after the model has described the image "
@@ -47,3 +50,5 @@ class EvalConfig:
         check(not self.benchmark or bool(self.benchmark_dir), "--benchmark needs --benchmark-dir")
         check(self.limit >= 0 and self.captions >= 0 and self.examples >= 0, "limit, captions, examples must be >= 0")
         check(self.batch_size > 0, "batch_size must be > 0")
+        check(bool(self.audio_routes) and set(self.audio_routes) <= {"asr", "embed"},
+              f"audio_routes must be asr, embed or asr,embed, got {','.join(self.audio_routes)}")

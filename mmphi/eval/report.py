@@ -27,6 +27,22 @@ def by_objects_section(by_objects: dict, heading: str = "###") -> list[str]:
             "and asks for another.", "", accuracy_table(by_objects), ""]
 
 
+def _routes_section(results: dict) -> list[str]:
+    """Spoken accuracy by route beside typed, on the same questions."""
+    vqa, info = results["vqa"], results["speech_embed"]
+    typed = vqa["typed (same questions as spoken)"]["overall"]
+    rows = [["typed", "-", pct(typed["accuracy"])]]
+    if "spoken" in vqa:
+        rows.append(["spoken, transcript (ASR)", f"{results['asr']['wer'] * 100:.1f}% WER",
+                     pct(vqa["spoken"]["overall"]["accuracy"])])
+    rows.append(["spoken, embeddings (audio projector)", f"{info['tokens_per_clip']} tokens/clip, "
+                 f"{info['encode_ms_per_clip']} ms/clip", pct(vqa["spoken (embeddings)"]["overall"]["accuracy"])])
+    lines = ["## Speech by route", "", f"The same {info['n']} spoken questions, each asked as its typed twin was"
+             + (" (after the model has described the image)." if info.get("after_describing") else "."), "",
+             markdown_table(["route", "", "accuracy"], rows), ""]
+    return lines
+
+
 def _speech_section(results: dict, out: Path) -> list[str]:
     asr = results["asr"]
     vqa = results["vqa"]
@@ -66,6 +82,8 @@ def render_markdown(results: dict, out: Path) -> str:
         lines += by_objects_section(results["vqa_by_objects"])
     if "asr" in results:
         lines += _speech_section(results, out)
+    if "speech_embed" in results:
+        lines += _routes_section(results)
     if "captions" in results:
         lines += _caption_section(results["captions"], out)
     if "text_qa" in results:

@@ -1,8 +1,9 @@
 """``mmphi eval``: how good is a model on a held-out split? Writes results.json, results.md and charts.
 
 * VQA accuracy per question type: typed questions, the same questions with the image removed
-  (blind baseline), and the spoken questions through speech recognition (with the typed accuracy
-  on exactly those questions beside it); on a shapes world also by the number of objects in the scene;
+  (blind baseline), and the spoken questions through speech recognition and/or through the audio
+  projector (``--audio-routes``; with the typed accuracy on exactly those questions beside them);
+  on a shapes world also by the number of objects in the scene;
 * captions: BLEU-4 and CIDEr-D against the split's COCO references;
 * ASR word error rate of the spoken questions, and its real-time factor;
 * LM perplexity on the split's text corpus.
@@ -96,6 +97,53 @@ def _spoken(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key:
             "rows": rows}
 
 
+class _Clips:
+    """Raw test clips -> stacked speech features through the model's own speech encoder (cached per clip)."""
+
+    def __init__(self, encoder, folder: Path):
+        self.encoder, self.folder = encoder, folder
+        self.cache: dict[str, torch.Tensor] = {}
+        self.seconds = 0.0
+
+    def _get(self, key: str) -> torch.Tensor:
+        if key not in self.cache:
+            start = time.perf_counter()
+            self.cache[key] = self.encoder.encode(self.folder / key)
+            self.seconds += time.perf_counter() - start
+        return self.cache[key]
+
+    def tokens(self, key: str) -> int:
+        return int(self._get(key).shape[0])
+
+    def get_many(self, keys) -> tuple[torch.Tensor, torch.Tensor]:
+        from mmphi.audio.store import pad_clips
+
+        return pad_clips([self._get(k) for k in keys], self.encoder.feature_dim)
+
+
+def _spoken_embed(cfg: EvalConfig, split: Path, model, tok, enc, images, typed_by_key: dict) -> dict:
+    """The spoken questions through the audio projector, each where and as its typed twin was asked."""
+    from mmphi.mm.speech import load_audio_encoder
+    from mmphi.mm.vqa import answer_questions
+
+    items = json.loads((split / "speech.json").read_text())
+    clips = _Clips(load_audio_encoder(model.spec), split)
+    twins = [typed_by_key.get((it["record"], it["question"])) for it in items]
+    questions = [{"type": it["type"], "question": it["question"], "answer": it["answer"], "image": it["image"],
+                  "record": it["record"], "audio_key": it["audio"], "at_end": (twin or {}).get("at_end", False)}
+                 for it, twin in zip(items, twins, strict=True)]
+    rows = answer_questions(model, tok, enc, questions, images, True, "vqa spoken (embeddings)",
+                            describe_first=cfg.describe_first, clips=clips)
+    tokens = [clips.tokens(it["audio"]) for it in items]
+    return {"spoken": accuracy_by_type(rows), "typed_same_questions": accuracy_by_type([t for t in twins if t]),
+            "info": {"n": len(items), "after_describing": cfg.describe_first,
+                     "encoder": model.spec["audio"]["identity"].get("encoder"),
+                     "tokens_per_s": model.spec["audio"]["identity"].get("tokens_per_s"),
+                     "tokens_per_clip": round(sum(tokens) / max(len(tokens), 1), 1),
+                     "encode_ms_per_clip": round(1000 * clips.seconds / max(len(items), 1), 1)},
+            "rows": rows}
+
+
 def _captions(cfg: EvalConfig, split: Path, model, tok, enc, images) -> dict:
     from mmphi.chat import CAPTION_PROMPTS
     from mmphi.mm.answer import greedy_answers
@@ -157,11 +205,17 @@ def evaluate(cfg: EvalConfig) -> dict:
     if by_objects:
         results["vqa_by_objects"] = by_objects
     if cfg.spoken and (split / "speech.json").exists():
-        twins = described if cfg.describe_first else typed
-        spoken = _spoken(cfg, split, model, tok, enc, images, {(r["record"], r["question"]): r for r in twins})
-        results["vqa"]["spoken"] = spoken["spoken"]
-        results["vqa"]["typed (same questions as spoken)"] = spoken["typed_same_questions"]
-        results["asr"] = spoken["asr"]
+        twins = {(r["record"], r["question"]): r for r in (described if cfg.describe_first else typed)}
+        if "asr" in cfg.audio_routes:
+            spoken = _spoken(cfg, split, model, tok, enc, images, twins)
+            results["vqa"]["spoken"] = spoken["spoken"]
+            results["vqa"]["typed (same questions as spoken)"] = spoken["typed_same_questions"]
+            results["asr"] = spoken["asr"]
+        if "embed" in cfg.audio_routes:
+            embedded = _spoken_embed(cfg, split, model, tok, enc, images, twins)
+            results["vqa"]["spoken (embeddings)"] = embedded["spoken"]
+            results["vqa"]["typed (same questions as spoken)"] = embedded["typed_same_questions"]
+            results["speech_embed"] = embedded["info"]
     if cfg.captions:
         results["captions"] = _captions(cfg, split, model, tok, enc, images)
     if (split / "corpus.txt").exists():

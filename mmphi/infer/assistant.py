@@ -15,8 +15,11 @@ conversation as a first round, and the question follows it (on the shapes world:
 docs/accuracy.md). The description is streamed as a "description" event and kept in the Reply.
 
 A conversation is a list of ``Message``s; user turns may carry text, an image and/or audio.
-Audio is transcribed (Whisper) and joins the turn's text; the transcript is returned so the user
-sees what was heard. One image per conversation (the LLaVA-style template has one slot): if
+Audio takes one of two routes (``audio_route``): "asr" transcribes it (Whisper) and the transcript
+joins the turn's text, returned so the user sees what was heard; "embed" reads it as stacked
+Whisper encoder features through the model's audio projector, at an ``<audio>`` placeholder (a model
+given speech by ``mmphi speech-align``/``speech-finetune``; one clip per conversation, the most
+recent, as with images; nothing is transcribed). One image per conversation (the LLaVA-style template has one slot): if
 several turns carry one, the most recent is used. Old rounds are dropped when the prompt would
 not fit the context (never the round holding the image); a single round that does not fit is an
 error, not a silent cut.
@@ -35,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mmphi.chat import DESCRIBE, IMAGE
+from mmphi.chat import AUDIO, DESCRIBE, IMAGE
 from mmphi.infer.batching import BatchedGenerator
 from mmphi.infer.generate import GenerationParams
 from mmphi.infer.inputs import InputError, Message, PromptTooLong, load_image
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
     from mmphi.audio import Transcriber
 
+AUDIO_ROUTES = ("asr", "embed")
 DESCRIPTION_TOKENS = 48  # as long as the shapes world's descriptions; eval describes with the same budget
 DESCRIPTIONS_KEPT = 256  # images whose description is kept for follow-up questions
 
@@ -76,8 +80,16 @@ class Reply:
 
 class Assistant:
     def __init__(self, model, tokenizer, multimodal: bool, source: str, asr_model: str | None = None,
-                 asr_prompt: str | None = None, max_batch: int = 16, describe_first: bool = False):
+                 asr_prompt: str | None = None, max_batch: int = 16, describe_first: bool = False,
+                 audio_route: str = "asr"):
         self.model, self.tokenizer, self.multimodal, self.source = model, tokenizer, multimodal, source
+        if audio_route not in AUDIO_ROUTES:
+            raise InputError(f"audio_route must be one of {', '.join(AUDIO_ROUTES)}, not {audio_route!r}")
+        if audio_route == "embed" and not (multimodal and model.spec.get("audio")):
+            raise InputError(f"{source} has no audio projector, so speech can only reach it as a transcript "
+                             "(--audio-route asr); give it one with `mmphi speech-align` and `mmphi speech-finetune`")
+        self.audio_route = audio_route
+        self._audio_encoder = None  # loaded on first use (property audio_encoder)
         self.lm = model.lm if multimodal else model
         system = model.spec.get("system", "") if multimodal else ""
         image_tokens = model.image_tokens if multimodal else 0
@@ -94,7 +106,7 @@ class Assistant:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | None = None, asr_model: str | None = None,
              quantize: bool | None = None, asr_prompt: str | None = None, max_batch: int = 16,
-             describe_first: bool = False) -> Assistant:
+             describe_first: bool = False, audio_route: str = "asr") -> Assistant:
         """A multimodal directory (mmphi.json) or any plain causal LM folder / hub id (text only).
 
         ``max_batch``: most generations decoded together (1 = one at a time); ``describe_first``:
@@ -105,12 +117,13 @@ class Assistant:
             from mmphi.mm.loading import load_multimodal
 
             model, tok = load_multimodal(path, device=device, quantize=quantize)
-            return cls(model, tok, True, str(path), asr_model, asr_prompt, max_batch, describe_first)
+            return cls(model, tok, True, str(path), asr_model, asr_prompt, max_batch, describe_first, audio_route)
         from mmphi.lm.loading import load_causal_lm
         from mmphi.tokenizer import load_tokenizer
 
         lm = load_causal_lm(str(path), quantize=bool(quantize), device=device).eval()
-        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model, asr_prompt, max_batch)
+        return cls(lm, load_tokenizer(str(path)), False, str(path), asr_model, asr_prompt, max_batch,
+                   audio_route=audio_route)
 
     @property
     def asr(self) -> Transcriber:
@@ -121,8 +134,28 @@ class Assistant:
                 self._asr = Transcriber(self._asr_model, prompt=self._asr_prompt)
         return self._asr
 
+    @property
+    def audio_encoder(self):
+        """The speech encoder of the embedding route (the one the audio projector was trained on)."""
+        with self._asr_lock:
+            if self._audio_encoder is None:
+                from mmphi.mm.speech import load_audio_encoder
+
+                self._audio_encoder = load_audio_encoder(self.model.spec)
+        return self._audio_encoder
+
+    def _hear(self, audio, text: str, transcripts: list[str]) -> tuple[str, torch.Tensor | None]:
+        """The turn's text with its audio joined: the transcript (asr), or an <audio> placeholder and the
+        clip's (tokens, D) features (embed)."""
+        if self.audio_route == "embed":
+            return f"{text}\n{AUDIO}".strip(), self.audio_encoder.encode(audio)
+        heard = self.asr.transcribe(audio).text
+        transcripts.append(heard)
+        return f"{text}\n{heard}".strip(), None
+
     # ------------------------------------------------------------------ prompt
-    def _rounds(self, messages: Sequence[Message]) -> tuple[list[tuple[str, str | None]], object, list[str], list]:
+    def _rounds(self, messages: Sequence[Message]) -> tuple[list[tuple[str, str | None]], object, list[str], list,
+                                                             torch.Tensor | None]:
         if not messages or messages[-1].role != "user":
             raise InputError("the conversation must end with a user message")
         rounds: list[tuple[str, str | None]] = []
@@ -130,6 +163,8 @@ class Assistant:
         warnings: list[str] = []
         image: Image.Image | None = None
         image_round: int | None = None  # set together with image
+        clip = None  # the embedding route's clip: (tokens, D) features of the latest audio
+        clip_round: int | None = None
         for m in messages:
             if m.role == "assistant":
                 if not rounds or rounds[-1][1] is not None:
@@ -139,10 +174,16 @@ class Assistant:
             if rounds and rounds[-1][1] is None:
                 raise InputError("two user messages in a row; put them in one message")
             text = (m.text or "").replace(IMAGE, "").strip()
+            text = text.replace(AUDIO, "").strip()
             if m.audio is not None:
-                heard = self.asr.transcribe(m.audio).text
-                transcripts.append(heard)
-                text = f"{text}\n{heard}".strip()
+                text, features = self._hear(m.audio, text, transcripts)
+                if features is not None:
+                    if clip_round is not None:  # one <audio> slot per conversation: the latest clip takes it
+                        warnings.append("only one audio clip per conversation is read as embeddings: the most "
+                                        "recent one is used")
+                        u, a = rounds[clip_round]
+                        rounds[clip_round] = (u.replace(AUDIO, "").strip() or "(audio)", a)
+                    clip, clip_round = features, len(rounds)
             if m.image is not None:
                 if not self.multimodal:
                     raise InputError(f"{self.source} is a text-only model: it cannot take images")
@@ -155,16 +196,17 @@ class Assistant:
         if image_round is not None:  # an image was attached
             u, a = rounds[image_round]
             rounds[image_round] = (f"{IMAGE}\n{u}" if u else IMAGE, a)
-        return rounds, image, transcripts, warnings
+        return rounds, image, transcripts, warnings, clip
 
-    def _fit(self, rounds: list, image_round: int | None, budget: int):
-        """Encode, dropping the oldest rounds (not the image's) until the prompt fits ``budget`` tokens."""
+    def _fit(self, rounds: list, image_round: int | None, budget: int, clip: torch.Tensor | None = None):
+        """Encode, dropping the oldest rounds (not the image's or the clip's) until the prompt fits ``budget``."""
         dropped = 0
         while True:
-            ex = self.encoder.encode(rounds, "image" if image_round is not None else None)
+            ex = self.encoder.encode(rounds, "image" if image_round is not None else None, "", (),
+                                     "audio" if clip is not None else None, 0 if clip is None else clip.shape[0])
             if ex is not None and len(ex) <= budget:
                 return ex, dropped
-            droppable = [i for i in range(len(rounds) - 1) if i != image_round]
+            droppable = [i for i in range(len(rounds) - 1) if i != image_round and AUDIO not in rounds[i][0]]
             if not droppable:
                 size = "" if ex is None else f" ({len(ex)} tokens)"
                 raise PromptTooLong(f"the prompt{size} does not fit the model's context of {self.context} tokens "
@@ -175,7 +217,7 @@ class Assistant:
             dropped += 1
 
     @torch.no_grad()
-    def _embeds(self, ex, image) -> torch.Tensor:
+    def _embeds(self, ex, image, clip: torch.Tensor | None = None) -> torch.Tensor:
         device = next(self.lm.parameters()).device
         ids = torch.tensor([ex.input_ids], device=device)
         if not self.multimodal:
@@ -186,7 +228,12 @@ class Assistant:
             if self.model.encoder is None:
                 raise InputError("this model directory has no vision encoder to read raw images")
             feats = self.model.encoder.encode([image])  # (1, N, D)
-        return self.model.embed(ids, mask, feats)
+        audio = {}
+        if clip is not None:
+            audio = {"audio_mask": torch.tensor([ex.audio_mask], device=device),
+                     "audio_features": clip[None].to(device),  # (1, tokens, D)
+                     "audio_lengths": torch.tensor([clip.shape[0]], device=device)}
+        return self.model.embed(ids, mask, feats, **audio)
 
     # ------------------------------------------------------------------ replies
     def stream(self, messages: Sequence[Message], params: GenerationParams | None = None,
@@ -198,7 +245,7 @@ class Assistant:
         """
         params = params or GenerationParams()
         start = time.perf_counter()
-        rounds, image, transcripts, warnings = self._rounds(messages)
+        rounds, image, transcripts, warnings, clip = self._rounds(messages)
         for t in transcripts:
             yield Event("transcript", t)
         image_round = next((i for i, (u, _) in enumerate(rounds) if IMAGE in u), None)
@@ -209,11 +256,11 @@ class Assistant:
             question = rounds[image_round][0].replace(IMAGE, "").strip()
             rounds[image_round:image_round + 1] = [(f"{IMAGE}\n{DESCRIBE}", description),
                                                    (question or DESCRIBE, rounds[image_round][1])]
-        ex, dropped = self._fit(rounds, image_round, self.context - params.max_new_tokens)
+        ex, dropped = self._fit(rounds, image_round, self.context - params.max_new_tokens, clip)
         if dropped:
             warnings.append(f"the {dropped} oldest round(s) were left out to fit the context")
         reply = Reply("", transcripts, 0, len(ex), "stop", dropped, warnings, description=description)
-        generation = self.generator.submit(self._embeds(ex, image), params, stop, deadline)
+        generation = self.generator.submit(self._embeds(ex, image, clip), params, stop, deadline)
         ids: list[int] = []
         shown = ""
         try:

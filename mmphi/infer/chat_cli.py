@@ -64,7 +64,7 @@ def _interactive(assistant: Assistant, cfg: ChatConfig) -> None:
 
 def chat(cfg: ChatConfig) -> None:
     assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None, describe_first=cfg.describe_first,
-                               asr_prompt=cfg.asr_prompt or None)
+                               asr_prompt=cfg.asr_prompt or None, audio_route=cfg.audio_route)
     if not cfg.text and not cfg.audio:  # no question given: interactive (an --image goes with the first one)
         _interactive(assistant, cfg)
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from mmphi.config import check, opt
 
@@ -10,6 +11,10 @@ from mmphi.config import check, opt
 ASR_MODEL_HELP = "faster-whisper model for audio; empty = the bundled Whisper tiny.en"
 ASR_PROMPT_HELP = ("words to expect in the speech (e.g. the names users will say), given to Whisper as its "
                    "initial prompt; empty = none")
+AudioRoute = Literal["asr", "embed"]
+AUDIO_ROUTE_HELP = ("how speech reaches the model: asr = Whisper's transcript joins the text; embed = Whisper's "
+                    "encoder features through the model's audio projector (a model given one by `mmphi "
+                    "speech-align` and `speech-finetune`; docs/speech.md)")
 
 
 @dataclass
@@ -47,6 +52,7 @@ class ChatConfig(GenerationArgs):
     audio: str = opt("", "an audio file (wav, flac, mp3, ogg) whose speech joins the question")
     asr_model: str = opt("", ASR_MODEL_HELP)
     asr_prompt: str = opt("", ASR_PROMPT_HELP)
+    audio_route: AudioRoute = opt("asr", AUDIO_ROUTE_HELP)
     seed: int = opt(0, "sampling seed")
     out: str = opt("", "unused; accepted for a uniform CLI")
 

@@ -52,7 +52,7 @@ DISCONNECT_POLL_S = 0.2
 
 def load_assistant(cfg: ServeConfig) -> Assistant:
     return Assistant.load(cfg.model, asr_model=cfg.asr_model or None, describe_first=cfg.describe_first,
-                          asr_prompt=cfg.asr_prompt or None, max_batch=cfg.max_batch)
+                          asr_prompt=cfg.asr_prompt or None, audio_route=cfg.audio_route, max_batch=cfg.max_batch)
 
 
 class ModelHolder:

@@ -72,6 +72,10 @@ def image_examples(world: str | Path, out_dir: Path, n: int = 3) -> list[list[st
     return rows
 
 
+# What the "Heard" box says on the embedding route, which reads the speech without transcribing it.
+EMBED_HEARD = "(read as speech embeddings through the audio projector: no transcript)"
+
+
 # ---------------------------------------------------------------------------- the chat handler
 def _user_bubble(text: str, image: str | None, audio: str | None, heard: str | None) -> dict[str, Any]:
     parts: list[Any] = [{"path": p} for p in (image, audio) if p]
@@ -114,6 +118,8 @@ def make_responder(assistant: Assistant, cfg: AppConfig):
             params = dataclasses.replace(cfg.params(), max_new_tokens=int(max_new_tokens),
                                          temperature=float(temperature))
             message = Message("user", text, image=image, audio=audio)
+            if audio and assistant.audio_route == "embed":
+                yield chat, history, EMBED_HEARD, gr.skip(), *keep
             for event in assistant.stream([*history, message], params):
                 if event.kind == "transcript":
                     heard = event.text
@@ -134,8 +140,9 @@ def make_responder(assistant: Assistant, cfg: AppConfig):
             return
         assert reply is not None  # the engine always ends with a "done" event
         chat = [*chat[:-1], {"role": "assistant", "content": reply.text}]
-        # The history keeps what was heard as text, so earlier audio is not transcribed again next turn.
-        said = "\n".join(t for t in (text, heard) if t)
+        # The history keeps what was heard as text, so earlier audio is not transcribed again next turn
+        # (the embedding route hears no words: its earlier clips stay out of the next prompt).
+        said = "\n".join(t for t in (text, heard) if t) or ("(a spoken question)" if audio else "")
         history = [*history, Message("user", said, image=image), Message("assistant", reply.text)]
         yield chat, history, gr.skip(), _status(reply), "", None, None
 
@@ -213,5 +220,6 @@ def run_app(cfg: AppConfig) -> None:
     """``mmphi app``: load the model and serve the app until interrupted."""
     logging.basicConfig(level=logging.INFO)
     assistant = Assistant.load(cfg.model, asr_model=cfg.asr_model or None, describe_first=cfg.describe_first,
-                               asr_prompt=cfg.asr_prompt or None, max_batch=cfg.max_batch)
+                               asr_prompt=cfg.asr_prompt or None, audio_route=cfg.audio_route,
+                               max_batch=cfg.max_batch)
     launch(build_app(assistant, cfg), cfg)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from mmphi.config import check, opt
-from mmphi.infer.config import ASR_MODEL_HELP, ASR_PROMPT_HELP, GenerationArgs
+from mmphi.infer.config import ASR_MODEL_HELP, ASR_PROMPT_HELP, AUDIO_ROUTE_HELP, AudioRoute, GenerationArgs
 from mmphi.infer.inputs import MAX_IMAGE_PIXELS
 
 API_KEY_ENV = "MMPHI_API_KEY"
@@ -31,6 +31,7 @@ class AppConfig(GenerationArgs):
                             "examples; empty = text-only example questions")
     asr_model: str = opt("", ASR_MODEL_HELP)
     asr_prompt: str = opt("", ASR_PROMPT_HELP)
+    audio_route: AudioRoute = opt("asr", AUDIO_ROUTE_HELP)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -64,6 +65,7 @@ class ServeConfig(GenerationArgs):
                                            "its own network (SSRF)")
     asr_model: str = opt("", ASR_MODEL_HELP)
     asr_prompt: str = opt("", ASR_PROMPT_HELP)
+    audio_route: AudioRoute = opt("asr", AUDIO_ROUTE_HELP)
 
     def __post_init__(self) -> None:
         super().__post_init__()
