@@ -112,6 +112,9 @@ class _Clips:
             self.seconds += time.perf_counter() - start
         return self.cache[key]
 
+    def __contains__(self, key: str) -> bool:
+        return (self.folder / key).is_file()
+
     def tokens(self, key: str) -> int:
         return int(self._get(key).shape[0])
 

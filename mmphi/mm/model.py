@@ -97,6 +97,8 @@ class MultimodalLM(nn.Module):
         at the audio ones."""
         embeds = self._embed_image(input_ids, image_mask, features)
         if audio_features is None or audio_mask is None or audio_lengths is None:
+            if audio_mask is not None and bool(audio_mask.any()):
+                raise ValueError(f"{int(audio_mask.sum())} audio placeholder positions but no audio features")
             if self.audio_projector is not None and self.training and torch.is_grad_enabled() and any(
                     p.requires_grad for p in self.audio_projector.parameters()):
                 dummy = torch.zeros(1, 1, self.spec["audio"]["projector"]["in_dim"], device=embeds.device)

@@ -38,12 +38,14 @@ def test_store_holds_every_clip_at_ten_tokens_a_second(speech_inputs):
     assert (feats[lengths.argmin(), int(lengths.min()):] == 0).all()  # padding is zeros
 
 
-def test_rerun_encodes_nothing_again_and_a_lost_shard_is_redone(speech_inputs, tmp_path):
+def test_rerun_encodes_nothing_again_and_a_lost_shard_is_redone(speech_inputs, tmp_path, capsys):
     out = tmp_path / "audio"
     shutil.copytree(speech_inputs["audio"], out)
+    capsys.readouterr()
     assert main(["embed-audio", "--data", str(speech_inputs["world"]), "--out", str(out)]) == 0
+    assert "all 30 clips are already in" in capsys.readouterr().err
     summary = json.loads((out / "store.json").read_text())["summary"]
-    assert summary["encoded"] == 0 and summary["already_in_store"] == summary["clips"] == 30
+    assert summary["encoded"] == summary["clips"] == 30  # the run that encoded them keeps its figures
     (out / "shards" / ".shard-00009.safetensors.tmp").write_bytes(b"half a shard")  # a killed run's leftover
     for shard in (out / "shards").glob("shard-*.safetensors"):
         shard.unlink()
@@ -58,7 +60,8 @@ def test_unusable_clips_are_skipped_with_their_reason(speech_world, tmp_path):
     shutil.copy(speech_world / "test" / "speech" / "0000.wav", split / "speech" / "good.wav")
     write_wav(split / "speech" / "silent.wav", np.zeros(16000))
     (split / "speech" / "corrupt.wav").write_bytes(b"RIFF" + b"\x07" * 300)
-    (split / "speech.json").write_text(json.dumps([{"audio": f"speech/{n}.wav"} for n in ("good", "silent", "corrupt")]))
+    names = ("good", "silent", "corrupt")
+    (split / "speech.json").write_text(json.dumps([{"audio": f"speech/{n}.wav"} for n in names]))
     assert main(["embed-audio", "--data", str(split), "--out", str(tmp_path / "store")]) == 0
     assert len(AudioFeatureStore.open(tmp_path / "store")) == 1
     reasons = {r["key"]: r["reason"] for r in json.loads((tmp_path / "store" / "report.json").read_text())["skipped"]}
