@@ -66,12 +66,13 @@ def test_spoken_examples_replace_the_question_by_the_clip(speech_inputs):
 
     world = speech_inputs["world"]
     clips = AudioFeatureStore.open(speech_inputs["audio"])
-    enc = ChatEncoder(load_tokenizer(str(speech_inputs["model"])), 9, "", 256)
+    image_tokens = json.loads((speech_inputs["model"] / "mmphi.json").read_text())["image_tokens"]
+    enc = ChatEncoder(load_tokenizer(str(speech_inputs["model"])), image_tokens, "", 256)
     items = [it for it in speech_items(world, "train") if it.get("kind") != "caption"]
     examples = spoken_examples(items, world / "train" / "instruct.json", enc, clips)
     assert len(examples) == len(items)
     for ex, it in zip(examples, items, strict=True):
-        assert sum(ex.audio_mask) == clips.tokens(it["key"]) and sum(ex.image_mask) == 9
+        assert sum(ex.audio_mask) == clips.tokens(it["key"]) and sum(ex.image_mask) == image_tokens
         text = enc.tok.decode([t for t, a, m in zip(ex.input_ids, ex.audio_mask, ex.image_mask, strict=True)
                                if not a and not m])
         assert it["question"] not in text  # asked by its clip only
