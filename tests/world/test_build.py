@@ -239,5 +239,6 @@ def test_colour_position_rounds_are_true_new_and_only_in_train(tmp_path):
         assert re.fullmatch(r"(Where is|In which part of the image is) the \w+ shape( located)?\?", q), q
         assert ans == _expected("position", q, scene["objects"])
         asked = [c["value"].replace("<image>", "").strip() for c in before["conversations"][0::2]]
-        assert not any(_mentions(a) == _mentions(q) and t == "position" for a, t in zip(asked, before["types"], strict=True))
+        earlier = zip(asked, before["types"], strict=True)
+        assert not any(_mentions(a) == _mentions(q) and t == "position" for a, t in earlier)
     assert added > 60  # most scenes of several objects get one
