@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmphi.chat import CAPTION_PROMPTS, EOS, IMAGE, format_conversation, with_image
+from mmphi.common.cores import usable_cores
 from mmphi.common.questions import QUESTION_TYPES
 from mmphi.world import language, scenes
 from mmphi.world.config import WorldConfig
@@ -44,13 +44,6 @@ def _render_chunk(job: tuple[list[scenes.Scene], list[str], str, int]) -> int:
     return len(items)
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _render_all(items: list[scenes.Scene], names: list[str], folder: Path, size: int, workers: int,
                 desc: str) -> Iterator[None]:
     """Draw and save every scene, in ``workers`` processes when there is more than one chunk.
@@ -61,7 +54,7 @@ def _render_all(items: list[scenes.Scene], names: list[str], folder: Path, size:
     """
     jobs = [(items[i:i + RENDER_CHUNK], names[i:i + RENDER_CHUNK], str(folder), size)
             for i in range(0, len(items), RENDER_CHUNK)]
-    workers = min(workers or _cores(), len(jobs))
+    workers = min(workers or usable_cores(), len(jobs))
     with tqdm(total=len(items), desc=desc, unit="image", mininterval=0.5) as bar:
         if workers <= 1:
             yield
