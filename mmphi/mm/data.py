@@ -46,15 +46,26 @@ class Example:
 class ChatEncoder:
     """Tokenises (user, answer) rounds into an ``Example``; the same code serves training and inference."""
 
+    MEMO = 1 << 16  # texts whose ids are remembered: templates, questions and answers recur across a data set
+
     def __init__(self, tokenizer, image_tokens: int, system: str = "", max_len: int = 512):
         self.tok, self.image_tokens, self.system, self.max_len = tokenizer, image_tokens, system, max_len
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos_id = tokenizer.eos_token_id
+        self._memo: dict[str, tuple[int, ...]] = {}
 
     def ids(self, text: str) -> list[int]:
         # A user who types "<|endoftext|>" gets those characters, not a turn boundary: special tokens
         # only ever enter through the template (the EOS ids appended after answers).
-        return self.tok(text, add_special_tokens=False, split_special_tokens=True).input_ids if text else []
+        if not text:
+            return []
+        known = self._memo.get(text)
+        if known is None:
+            known = tuple(self.tok(text, add_special_tokens=False, split_special_tokens=True).input_ids)
+            if len(self._memo) >= self.MEMO:
+                self._memo.clear()  # a data set of mostly unique texts: start over rather than grow
+            self._memo[text] = known
+        return list(known)
 
     def prompt_ids(self, user: str, first: bool) -> tuple[list[int], list[bool]]:
         """Ids and image mask of one user turn up to and including "ASSISTANT:"."""

@@ -137,6 +137,20 @@ def test_typed_special_tokens_stay_text(tok):
     assert "<|endoftext|>" in tok.decode(ex.input_ids)
 
 
+def test_remembered_ids_are_the_tokenizers_and_cannot_be_changed_through_a_result(tok, monkeypatch):
+    monkeypatch.setattr(ChatEncoder, "MEMO", 3)
+    enc = ChatEncoder(tok, N_IMG)
+    texts = ["What colour is the circle?", " red", " a small red circle at the top", "How many?", " red"]
+    for text in texts:
+        got = enc.ids(text)
+        assert got == tok(text, add_special_tokens=False).input_ids
+        got.append(-1)  # callers extend the lists they get
+        assert enc.ids(text) == tok(text, add_special_tokens=False).input_ids
+        assert len(enc._memo) <= 3  # a full memo starts over instead of growing
+    first = enc.encode([("<image>\nWhat colour is the circle?", "red")], "a.png")
+    assert enc.encode([("<image>\nWhat colour is the circle?", "red")], "a.png") == first
+
+
 def test_example_set_gives_back_the_encoders_examples(tmp_path, tok):
     """The compact set (uint16 ids, a flag byte per token) rebuilds each Example exactly: labels, image mask, the
     per-answer weights (1 / answer length), id, image key, types; also a cut first answer and a prompt-only round."""
