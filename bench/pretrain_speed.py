@@ -25,8 +25,10 @@ from mmphi.lm.model import CausalLMLoss, phi_config, pin_vocab, train_flops_per_
 from mmphi.tokenizer import build_offline_tokenizer
 from mmphi.train.optim import measure_peak_flops
 
+WARMUP = 3  # untimed steps before timing starts (a compile falls in them)
 
-def time_steps(module: torch.nn.Module, batches: list[torch.Tensor], warmup: int = 3,
+
+def time_steps(module: torch.nn.Module, batches: list[torch.Tensor], warmup: int = WARMUP,
                compiled: bool = False) -> tuple[float, float]:
     """(seconds per optimizer step (forward, backward, AdamW) after a warm-up, seconds of the warm-up)."""
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-3)
@@ -43,13 +45,15 @@ def time_steps(module: torch.nn.Module, batches: list[torch.Tensor], warmup: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20, help=f"steps per variant, the first {WARMUP} untimed")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--live", type=int, default=98, help="live vocabulary size (the shapes world uses ~98 ids)")
     ap.add_argument("--compile", action="store_true", help="also time the live-vocab step through torch.compile")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
+    if args.steps <= WARMUP:
+        ap.error(f"--steps must exceed the {WARMUP} warm-up steps (got {args.steps})")
     tok = build_offline_tokenizer()
     cfg = build(PretrainConfig, load_recipe("tiny")["pretrain"], {"data": "-"})
     arch = phi_config(cfg.model, tok)
@@ -83,7 +87,7 @@ def main() -> None:
     print(f"live vocab / full head tokens/s: {rows[1][2] / rows[0][2]:.2f}x")
     if compile_s is not None:
         print(f"compiled / eager live-vocab tokens/s: {rows[2][2] / rows[1][2]:.2f}x "
-              f"(after a one-off {compile_s:.0f} s in the 3 warm-up steps)")
+              f"(after a one-off {compile_s:.0f} s in the {WARMUP} warm-up steps)")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "peak_gflops": peak / 1e9, "speedup": rows[1][2] / rows[0][2],

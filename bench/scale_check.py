@@ -73,15 +73,17 @@ def finetune_settings(recipe: dict[str, Any], flags: dict[str, Any]) -> Finetune
 
 # ---------------------------------------------------------------------------- one configuration
 def load_lm(path: Path, quantize: bool):
-    """As ``mmphi.lm.loading.load_causal_lm`` does on CUDA (bf16 compute), here on the CPU."""
+    """As ``mmphi.lm.loading.load_causal_lm`` does on CUDA (bf16 compute, the fused GELU), here on the CPU."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from mmphi.lm.loading import fuse_gelu
 
     if quantize:
         qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                 bnb_4bit_compute_dtype=torch.bfloat16)
-        return AutoModelForCausalLM.from_pretrained(path, quantization_config=qc, dtype=torch.bfloat16,
-                                                    device_map={"": "cpu"})
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+        return fuse_gelu(AutoModelForCausalLM.from_pretrained(path, quantization_config=qc, dtype=torch.bfloat16,
+                                                              device_map={"": "cpu"}))
+    return fuse_gelu(AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16))
 
 
 class RandomFeatures:

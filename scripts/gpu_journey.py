@@ -3,8 +3,9 @@
     .venv/bin/python scripts/gpu_journey.py [--data data] [--out runs/phi2] [--gpus N] [--vision HUB_ID]
         [--pretrain-steps auto|N] [--corpus-tokens N] [--serve] [--plan]
 
-1. Downloads, each skipped when already there: ``microsoft/phi-2`` and the vision encoder (default
-   ``openai/clip-vit-large-patch14-336``, LLaVA-1.5's) into the Hugging Face cache with ``huggingface_hub``;
+1. Downloads, each skipped when already there: ``microsoft/phi-2`` and the vision encoder (default: the
+   recipe's, ``configs/phi2.yaml``'s ``openai/clip-vit-base-patch32``; ``--vision
+   openai/clip-vit-large-patch14-336`` takes LLaVA-1.5's) into the Hugging Face cache with ``huggingface_hub``;
    ``llava_instruct_150k.json`` of the dataset ``liuhaotian/LLaVA-Instruct-150K``; COCO 2017 train and val images
    and captions from images.cocodataset.org (zips fetched with HTTP range requests, so an interrupted download
    continues, then unpacked); with stage 0, the JSONL files of ``togethercomputer/RedPajama-Data-1T-Sample``.
@@ -113,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="data", help="where the datasets go (coco/, llava/, redpajama/)")
     ap.add_argument("--out", default="runs/phi2", help="run folders of every stage")
     ap.add_argument("--gpus", type=int, help="processes for accelerate launch (default: every visible GPU)")
-    ap.add_argument("--vision", default=journey.VISION,
-                    help="vision encoder (the recipe's: openai/clip-vit-base-patch32)")
+    ap.add_argument("--vision", default="",
+                    help="vision encoder (default: the recipe's, configs/phi2.yaml; LLaVA-1.5's: "
+                         f"{journey.LLAVA15_VISION})")
     ap.add_argument("--pretrain-steps", default="auto",
                     help=f"stage 0 steps from scratch; 0 skips it; auto = {DEMO_STEPS} on GPUs of {BIG_GPU_GIB} GiB+")
     ap.add_argument("--corpus-tokens", type=int, default=0,
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", action="store_true", help="print the downloads and commands, run nothing")
     args = ap.parse_args(argv)
     layout = journey.Layout(Path(args.data), Path(args.out))
+    args.vision = args.vision or journey.recipe_vision()
     gpus, gib = (args.gpus, 0.0) if args.gpus else gpu_facts()
     if not gpus and not args.plan:
         print("gpu_journey: no CUDA GPU visible (scripts/rehearse.py rehearses the journey on CPU)", file=sys.stderr)

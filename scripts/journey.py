@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LM = "microsoft/phi-2"
-VISION = "openai/clip-vit-large-patch14-336"  # LLaVA-1.5's encoder: 576 patch tokens (the recipe's: ViT-B/32, 49)
 RECIPE = "phi2"
+LLAVA15_VISION = "openai/clip-vit-large-patch14-336"  # LLaVA-1.5's encoder (576 patch tokens): --vision takes it
 TRAINING = ("pretrain", "align", "finetune")
 
 
@@ -87,14 +87,27 @@ def _embedded(images: Path, root: Path, store: Path) -> Callable[[], bool]:
     return done
 
 
-def plan(layout: Layout, *, lm: str = LM, vision: str = VISION, pretrain_steps: int = 0, processes: int = 1,
-         extra: dict[str, list[str]] | None = None) -> list[Step]:
-    """The journey's steps in order. ``pretrain_steps`` 0 leaves out stage 0 (and its corpus); ``processes``
-    divides the recipe's gradient accumulation so the global batch stays the recipe's; ``extra`` appends
-    flags to a step (by name, or to every step of a verb by the verb's name)."""
+def recipe_vision() -> str:
+    """The vision encoder the recipe names: one source of truth for embed and align (they must agree)."""
     from mmphi.config import load_recipe
 
     recipe = load_recipe(RECIPE)
+    embed, align = (recipe.get(v, {}).get("vision") for v in ("embed", "align"))
+    if not embed or embed != align:
+        raise SystemExit(f"recipe {RECIPE}: embed.vision ({embed}) and align.vision ({align}) must name the same "
+                         "encoder")
+    return embed
+
+
+def plan(layout: Layout, *, lm: str = LM, vision: str = "", pretrain_steps: int = 0, processes: int = 1,
+         extra: dict[str, list[str]] | None = None) -> list[Step]:
+    """The journey's steps in order. ``vision`` "" is the recipe's encoder; ``pretrain_steps`` 0 leaves out stage
+    0 (and its corpus); ``processes`` divides the recipe's gradient accumulation so the global batch stays the
+    recipe's; ``extra`` appends flags to a step (by name, or to every step of a verb by the verb's name)."""
+    from mmphi.config import load_recipe
+
+    recipe = load_recipe(RECIPE)
+    vision = vision or recipe_vision()
     extra = extra or {}
     features = layout.run("features")
     steps: list[Step] = []

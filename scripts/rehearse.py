@@ -1,7 +1,8 @@
 """Rehearse the whole phi2 journey on CPU at the real shapes, before renting a GPU.
 
 The plan of ``scripts/gpu_journey.py`` (``scripts/journey.py``) runs here with the same hub ids
-(``microsoft/phi-2``, ``openai/clip-vit-large-patch14-336``), served offline from a private Hugging Face cache
+(``microsoft/phi-2``; ``openai/clip-vit-large-patch14-336``, which the journey takes with ``--vision``: its 576
+image tokens make the longest sequences; then the recipe's ViT-B/32), served offline from a private Hugging Face cache
 that holds stand-ins of the real shapes (``scripts/rehearsal_assets.py``: Phi-2's exact config with 2 layers,
 CLIP's exact vision shapes with 2 layers, COCO / LLaVA-Instruct / RedPajama files in their official layouts),
 a few steps per stage, every training verb under ``accelerate launch`` with 2 CPU processes (gloo)::
@@ -51,7 +52,8 @@ import journey  # noqa: E402
 
 PROCESSES, BATCH, ACCUM, STEPS = 2, 1, 2, 4  # global batch 4; checkpoints every 2 steps
 FINETUNE_MAX_LEN = 768  # 576 image tokens + a few rounds: later rounds of long records are dropped
-B32 = "openai/clip-vit-base-patch32"
+B32 = "openai/clip-vit-base-patch32"  # the recipe's encoder (what the GPU journey uses by default)
+L336 = journey.LLAVA15_VISION  # 576 image tokens: the longest sequences the recipe's max_len must hold
 
 
 def small_flags(head: str, steps: int = STEPS) -> dict[str, list[str]]:
@@ -217,7 +219,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     assets.make_phi2(hub_snapshot(hf_home, journey.LM), layers=args.layers)
-    assets.make_clip(hub_snapshot(hf_home, journey.VISION), journey.VISION)
+    assets.make_clip(hub_snapshot(hf_home, L336), L336)
     assets.make_clip(hub_snapshot(hf_home, B32), B32)
     layout = journey.Layout(out / "data", out / "runs")
     names = assets.make_coco(layout.coco)
@@ -227,7 +229,8 @@ def main() -> None:
     made = {"seconds": time.perf_counter() - t0}
     print(f"[rehearsal] stand-ins made in {made['seconds']:.0f} s under {out}", flush=True)
 
-    steps = journey.plan(layout, pretrain_steps=STEPS, processes=PROCESSES, extra=small_flags(args.stage0_head))
+    steps = journey.plan(layout, vision=L336, pretrain_steps=STEPS, processes=PROCESSES,
+                         extra=small_flags(args.stage0_head))
     run = layout.run
     n_train, n_val = len(names["train2017"]), len(names["val2017"])
     arith = (PROCESSES, BATCH, ACCUM, STEPS)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import re
 import threading
 import time
@@ -43,6 +42,7 @@ from faster_whisper.transcribe import get_suppressed_tokens
 from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 
 from mmphi.audio.decode import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from mmphi.common.cores import usable_cores
 from mmphi.errors import MmphiError
 
 logger = logging.getLogger(__name__)
@@ -140,14 +140,6 @@ def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
-def _cpu_count() -> int:
-    """Cores this process may use (CTranslate2 would otherwise start 4 threads even on 2 cores)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 class Transcriber:
     """A loaded Whisper model that turns audio into a :class:`Transcript`; safe to share between threads."""
 
@@ -176,9 +168,9 @@ class Transcriber:
         # is not documented as thread-safe, and on a small CPU parallel decodes would only thrash.
         self._lock = threading.Lock()
         start = time.perf_counter()
-        try:
+        try:  # cpu_threads: CTranslate2 would otherwise start 4 threads even on 2 cores
             self.model = faster_whisper.WhisperModel(self.model_name, device=self.device,
-                                                     compute_type=self.compute_type, cpu_threads=_cpu_count())
+                                                     compute_type=self.compute_type, cpu_threads=usable_cores())
         except Exception as exc:  # CTranslate2 load errors, and hub errors from whichever HTTP client is in use
             hint = "" if Path(self.model_name).is_dir() else (
                 "; model names are downloaded from the Hugging Face Hub on first use, so offline pass a local "

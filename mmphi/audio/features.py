@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from mmphi.audio.asr import _SILENCE_PEAK, WINDOW_S, NoSpeechError, _cpu_count, _dbfs, resolve_device, resolve_model
+from mmphi.audio.asr import _SILENCE_PEAK, WINDOW_S, NoSpeechError, _dbfs, resolve_device, resolve_model
 from mmphi.audio.decode import SAMPLE_RATE, AudioSource, load_audio
+from mmphi.common.cores import usable_cores
 from mmphi.errors import MmphiError
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class AudioEncoder:
         self._lock = threading.Lock()
         try:
             self.model = faster_whisper.WhisperModel(self.model_name, device=self.device,
-                                                     compute_type=self.compute_type, cpu_threads=_cpu_count())
+                                                     compute_type=self.compute_type, cpu_threads=usable_cores())
         except Exception as exc:  # CTranslate2 load errors, hub errors
             raise MmphiError(f"could not load Whisper model {self.model_name!r} for its encoder: {exc}") from exc
         probe = self._encode_window(np.zeros(HOP * 2 * stack, np.float32))

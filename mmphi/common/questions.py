@@ -94,6 +94,31 @@ def accuracy_by_objects(rows: Sequence[dict], scenes_file: Path) -> dict:
     return {f"{n} object{'s' if n > 1 else ''}": accuracy_by_type(groups[n]) for n in sorted(groups)}
 
 
+NAMINGS = ("by shape", "by colour", "by colour and shape")
+
+
+def position_by_naming(rows: Sequence[dict], scenes_file: Path) -> dict:
+    """Accuracy of position questions by how they name their object and by the objects in the scene.
+
+    A question names its object by shape ("the circle"), by colour ("the red shape") or by both; which
+    one is read from the question's words against the scene's own colours and shapes, so nothing here
+    depends on the world's vocabulary. Returns ``{"2 objects": {"by colour": cell, ...}, ...}`` with
+    "overall" per column; rows of other types, or whose image the file does not list, are left out.
+    """
+    scenes = {s["file_name"]: s["objects"] for s in json.loads(Path(scenes_file).read_text())}
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        objects = scenes.get(row["image"])
+        if row["type"] != "position" or objects is None:
+            continue
+        said = set(words(str(row["question"])))
+        colour = any(o["colour"] in said for o in objects)
+        shape = any(o["shape"] in said for o in objects)
+        naming = NAMINGS[2] if colour and shape else NAMINGS[1] if colour else NAMINGS[0]
+        groups.setdefault(len(objects), []).append({"type": naming, "correct": row["correct"]})
+    return {f"{n} object{'s' if n > 1 else ''}": accuracy_by_type(groups[n]) for n in sorted(groups)}
+
+
 def by_objects_if_known(rows: Sequence[dict], split: Path) -> dict | None:
     """``accuracy_by_objects`` when ``split`` holds a shapes world's ``scenes.json``; None when it has
     none, and a warning instead of an error when it cannot be read (the accuracy itself still counts)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mmphi.common.tables import accuracy_table, markdown_table, pct
-from mmphi.eval.report import by_objects_section
+from mmphi.eval.report import by_objects_section, naming_line
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # What the multimodal stages aim for on the shapes world, per question type (README, docs/accuracy.md).
@@ -178,6 +178,8 @@ def _eval(root: Path) -> list[str]:
     lines += ["![VQA](eval/vqa.png)", ""]
     if e.get("vqa_by_objects"):
         lines += by_objects_section(e["vqa_by_objects"], "####")
+    if e.get("position_by_naming"):
+        lines += [naming_line(e["position_by_naming"]), ""]
     if "asr" in e:
         a = e["asr"]
         lines += [f"Speech: word error rate {pct(a['wer'])}% on {a['n']} spoken questions, real-time factor "

@@ -30,7 +30,8 @@ from mmphi.errors import MmphiError
 
 # --quick: a small world and a few steps per stage, to check the whole path in about 3 minutes.
 QUICK: dict[str, dict[str, Any]] = {
-    "world": {"scenes": 300, "train_scenes": 0, "describe_first": 0.0, "corpus_scenes": 1500, "speech": 6},
+    "world": {"scenes": 300, "train_scenes": 0, "describe_first": 0.0, "colour_position": 0.0, "corpus_scenes": 1500,
+              "speech": 6},
     "clip": {"max_steps": 40, "batch_size": 64, "eval_every": 1000, "save_every": 1000},
     "pretrain": {"max_steps": 120, "eval_every": 1000, "save_every": 1000, "text_qa": 60, "text_qa_every": 0,
                  "compile": False},

@@ -43,6 +43,32 @@ def _routes_section(results: dict) -> list[str]:
     return lines
 
 
+def naming_section(naming: dict, heading: str = "###") -> list[str]:
+    """Position accuracy by how the question names its object (see ``position_by_naming``)."""
+    columns = naming["by_objects"]
+    kinds = ordered_types(k for cells in columns.values() for k in cells)
+    rows = [[k, *(f"{pct(c[k]['accuracy'])} (n={c[k]['n']})" if k in c else "–" for c in columns.values())]
+            for k in kinds]
+    return [f"{heading} Position questions by how they name the object ({naming['condition']})", "",
+            "\"Where is the red shape?\" needs the colour bound to a place through the shape word between them "
+            "in a description; \"Where is the circle?\" does not.", "",
+            markdown_table(["object named", *columns], rows, align="l" + "r" * len(columns)), ""]
+
+
+def naming_line(naming: dict) -> str:
+    """The same in one sentence: each naming overall, and on the scenes with the most objects."""
+    columns = naming["by_objects"]
+    most = list(columns)[-1]
+    parts = []
+    for kind in ordered_types(k for cells in columns.values() for k in cells if k != "overall"):
+        n = sum(c[kind]["n"] for c in columns.values() if kind in c)
+        right = sum(c[kind]["correct"] for c in columns.values() if kind in c)
+        tail = columns[most].get(kind)
+        parts.append(f"{kind} {pct(right / n)}% (n={n}" + (f"; {most}: {pct(tail['accuracy'])}%, n={tail['n']}"
+                                                           if tail else "") + ")")
+    return f"Position questions ({naming['condition']}) by how they name the object: " + ", ".join(parts) + "."
+
+
 def _speech_section(results: dict, out: Path) -> list[str]:
     asr = results["asr"]
     vqa = results["vqa"]
@@ -80,6 +106,8 @@ def render_markdown(results: dict, out: Path) -> str:
         lines += _vqa_section(results["vqa"], out)
     if results.get("vqa_by_objects"):
         lines += by_objects_section(results["vqa_by_objects"])
+    if results.get("position_by_naming"):
+        lines += naming_section(results["position_by_naming"])
     if "asr" in results:
         lines += _speech_section(results, out)
     if "speech_embed" in results:

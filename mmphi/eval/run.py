@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmphi.common.questions import accuracy_by_type, by_objects_if_known
+from mmphi.common.questions import accuracy_by_type, by_objects_if_known, position_by_naming
 from mmphi.errors import MmphiError
 from mmphi.eval.config import EvalConfig
 from mmphi.eval.metrics import bleu4, cider, perplexity, word_error_rate
@@ -207,6 +207,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     by_objects = by_objects_if_known(typed, split)  # a shapes world's ground truth says how many objects
     if by_objects:
         results["vqa_by_objects"] = by_objects
+        results["position_by_naming"] = {"condition": "typed, after describing" if described else "typed",
+                                         "by_objects": position_by_naming(described or typed, split / "scenes.json")}
     if cfg.spoken and (split / "speech.json").exists():
         twins = {(r["record"], r["question"]): r for r in (described if cfg.describe_first else typed)}
         if "asr" in cfg.audio_routes:

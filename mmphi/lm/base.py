@@ -25,7 +25,7 @@ import torch
 from mmphi.bundled import WEIGHTS, sha256_of
 from mmphi.config import build, load_recipe
 from mmphi.errors import MmphiError
-from mmphi.lm.config import BaseConfig, PretrainConfig
+from mmphi.lm.config import BaseConfig, PretrainConfig, base_stage0
 from mmphi.world.config import WorldConfig
 
 FORMAT = "mmphi bundled model v1"
@@ -52,9 +52,7 @@ def make_base(cfg: BaseConfig) -> dict:
     if cfg.corpus_scenes >= 0:
         world_over["corpus_scenes"] = cfg.corpus_scenes
     world = _world({**(recipe.get("world") or {}), **world_over}, root / "world")
-    steps = {"max_steps": cfg.max_steps} if cfg.max_steps else {}
-    pre = build(PretrainConfig, recipe.get("pretrain") or {}, steps,
-                {"data": str(world), "out": str(root / "pretrain"), "resume": True})
+    pre = base_stage0(cfg, recipe)
     if cfg.extend_to and cfg.extend_to <= pre.max_steps:
         raise MmphiError(f"extend_to ({cfg.extend_to}) must be above the stage-0 steps ({pre.max_steps})")
     if not cfg.extend_to or _steps_done(root / "pretrain") < pre.max_steps:  # (a rerun skips a finished phase)

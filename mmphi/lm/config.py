@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
-from mmphi.config import TrainArgs, check, opt
+from mmphi.config import TrainArgs, build, check, opt
 
 PHI2_ARCH = {  # microsoft/phi-2, for reference and tests
     "vocab_size": 51200, "hidden_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -96,6 +97,13 @@ class BaseConfig:
     check_seed: int = opt(1001, "seed of a fresh world whose val split checks the base's text QA")
     check_scenes: int = opt(4000, "scenes of that fresh world (its val split holds a tenth of them)")
     check_questions: int = opt(600, "held-out text questions the check asks")
+    dry_run: bool = opt(False, "plan, do not train: print stage 0's plan as `mmphi pretrain --dry-run` does "
+                               "(settings, global batch, steps per epoch, estimated memory per GPU), building no "
+                               "world and loading no weights")
+    processes: int = opt(0, "processes (GPUs) to plan for; 0 = what the launcher says (accelerate's WORLD_SIZE), "
+                            "else 1")
+    gpu_memory: float = opt(0.0, "GB (GiB) of memory per GPU: --dry-run refuses settings estimated not to fit; "
+                                 "0 = no check")
 
     def __post_init__(self) -> None:
         check(bool(self.out), "out must be a folder")
@@ -104,3 +112,19 @@ class BaseConfig:
         check(self.corpus_scenes >= -1, "corpus_scenes must be >= 0 (or -1 for the recipe's)")
         check(self.check_scenes >= 30 and self.check_questions > 0, "check_scenes >= 30 and check_questions > 0")
         check(self.name.startswith("mmphi/"), f"a bundled name starts with 'mmphi/', got {self.name!r}")
+        check(self.processes >= 0 and self.gpu_memory >= 0, "processes and gpu_memory must be >= 0")
+
+
+def base_stage0(cfg: BaseConfig, recipe: dict) -> PretrainConfig:
+    """Stage 0 of ``mmphi base``: the recipe's pretrain section on the base's own world (OUT/world), a resumable
+    run in OUT/pretrain; ``--max-steps`` replaces the recipe's steps."""
+    steps = {"max_steps": cfg.max_steps} if cfg.max_steps else {}
+    return build(PretrainConfig, recipe.get("pretrain") or {}, steps,
+                 {"data": str(Path(cfg.out) / "world"), "out": str(Path(cfg.out) / "pretrain"), "resume": True})
+
+
+def base_plan(cfg: BaseConfig, recipe: dict) -> PretrainConfig:
+    """What ``mmphi base --dry-run`` plans: its stage 0 to the last step it trains (``extend_to`` when set)."""
+    pre = base_stage0(cfg, recipe)
+    return replace(pre, max_steps=max(cfg.extend_to, pre.max_steps), dry_run=True, processes=cfg.processes,
+                   gpu_memory=cfg.gpu_memory)

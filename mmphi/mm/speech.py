@@ -31,7 +31,7 @@ from torch import nn
 
 from mmphi.chat import AUDIO, IMAGE
 from mmphi.common.questions import accuracy_by_type
-from mmphi.mm.data import ChatEncoder, DataError, Example, llava_examples
+from mmphi.mm.data import ChatEncoder, DataError, ExampleSet, llava_examples
 from mmphi.mm.model import ModelLoadError, MultimodalLM, base_lm, load_projector, read_spec, resolve
 from mmphi.mm.projector import build_projector
 from mmphi.mm.speech_config import SpeechAlignConfig, SpeechFinetuneConfig
@@ -86,22 +86,22 @@ def speech_items(world: Path, split: str) -> list[dict]:
     return [{**it, "key": f"{split}/{it['audio']}"} for it in json.loads(listing.read_text())]
 
 
-def transcript_examples(items: Sequence[dict], enc: ChatEncoder, clips) -> list[Example]:
+def transcript_examples(items: Sequence[dict], enc: ChatEncoder, clips) -> ExampleSet:
     """Stage 1: each clip -> the words it says."""
-    out = []
+    out = ExampleSet()
     for it in items:
         text = it["caption"] if it.get("kind") == "caption" else it["question"]
         ex = enc.encode([(f"{AUDIO}\n{TRANSCRIBE}", text)], None, f"said-{it['key']}", (), it["key"],
                         clips.tokens(it["key"]))
         if ex is not None:
-            out.append(ex)
-    return out
+            out.add(ex)
+    return out.freeze()
 
 
-def spoken_examples(items: Sequence[dict], instruct: Path, enc: ChatEncoder, clips) -> list[Example]:
+def spoken_examples(items: Sequence[dict], instruct: Path, enc: ChatEncoder, clips) -> ExampleSet:
     """Stage 2: each spoken question's own conversation, that question's turn replaced by its clip."""
     records = {r["id"]: r for r in json.loads(Path(instruct).read_text())}
-    out = []
+    out = ExampleSet()
     for it in items:
         if it.get("kind") == "caption" or "turn" not in it:
             continue
@@ -118,8 +118,8 @@ def spoken_examples(items: Sequence[dict], instruct: Path, enc: ChatEncoder, cli
         ex = enc.encode(rounds, rec["image"], f"spoken-{it['key']}", rec.get("types", ()), it["key"],
                         clips.tokens(it["key"]))
         if ex is not None and ex.audio is not None:
-            out.append(ex)
-    return out
+            out.add(ex)
+    return out.freeze()
 
 
 def spoken_vqa(model, tokenizer, enc: ChatEncoder, items: Sequence[dict], images, clips,
@@ -231,7 +231,7 @@ def speech_finetune(cfg: SpeechFinetuneConfig) -> dict:
     typed, _ = llava_examples(world / "train" / "instruct.json", enc)
     rng = np.random.default_rng(cfg.seed)
     n_typed = min(len(typed), round(cfg.typed_per_spoken * len(spoken)))
-    train = spoken + [typed[int(i)] for i in rng.permutation(len(typed))[:n_typed]]
+    train = ExampleSet([*spoken, *(typed[int(i)] for i in rng.permutation(len(typed))[:n_typed])]).freeze()
     val = spoken_examples(speech_items(world, "val"), world / "val" / "instruct.json", enc, clips) \
         if (world / "val" / "speech.json").exists() else []
     lm_source, vision = _sources(cfg.init, spec)

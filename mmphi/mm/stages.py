@@ -8,6 +8,7 @@ the projector) and in their data (captions vs. instruction conversations).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from mmphi.train.loop import evaluate_loss, fit
 from mmphi.train.rundir import RunDir
 
 
-def _check_room(examples: list[Example], path: Path, image_tokens: int, max_len: int) -> None:
+def _check_room(examples: Sequence[Example], path: Path, image_tokens: int, max_len: int) -> None:
     """Refuse, before the LM loads, a max_len in which no example fits beside its image (they are all dropped)."""
     if not examples:
         raise DataError(f"no example of {path} fits --max-len {max_len} beside its {image_tokens} image tokens "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmphi.mm.config import StageArgs
-from mmphi.mm.data import Example, collate
+from mmphi.mm.data import Example, collate, lengths, with_image
 from mmphi.mm.model import base_lm
 from mmphi.mm.sampling import BatchOrder, Grouping, describe_padding, padding_report
 from mmphi.train.loop import evaluate_loss
@@ -19,14 +19,13 @@ class ConversationTask:
 
     unit = "tokens"
 
-    def __init__(self, train: list[Example], val: list[Example], store: FeatureStore, pad_id: int, seed: int,
+    def __init__(self, train: Sequence[Example], val: Sequence[Example], store: FeatureStore, pad_id: int, seed: int,
                  eval_batch: int, flops_per_token: float, save_final, per_answer: bool = False,
                  group_by: Grouping = "modality", megabatch: int = 32, audio_store=None):
         if not train:
             raise ValueError("no training examples")
         self.train, self.val, self.store, self.pad_id = train, val, store, pad_id
-        self.sampler = BatchOrder([len(e) for e in train], seed, group_by, megabatch,
-                                  [e.image is not None for e in train])
+        self.sampler = BatchOrder(lengths(train), seed, group_by, megabatch, with_image(train))
         self.eval_batch, self.fpt, self._save_final = eval_batch, flops_per_token, save_final
         self.per_answer = per_answer
         self.audio_store = audio_store  # spoken clips' features (the speech stages), or None
@@ -49,7 +48,7 @@ class ConversationTask:
     def save_final(self, model, path: Path) -> None:
         self._save_final(model, path)
 
-    def with_val(self, examples: list[Example]) -> ConversationTask:
+    def with_val(self, examples: Sequence[Example]) -> ConversationTask:
         other = copy.copy(self)
         other.val = examples
         return other
@@ -72,7 +71,7 @@ def open_store(path: str) -> FeatureStore:
     return FeatureStore.open(path)
 
 
-def blind_loss(task: ConversationTask, model, examples: list[Example], batches: int) -> float:
+def blind_loss(task: ConversationTask, model, examples: Sequence[Example], batches: int) -> float:
     """Validation loss of the same model on the same targets with the image removed from the prompt."""
     return evaluate_loss(task.with_val(examples), model, next(model.parameters()).device, batches)
 
@@ -82,8 +81,8 @@ def blind_loss(task: ConversationTask, model, examples: list[Example], batches: 
 def padding_facts(cfg: StageArgs, train: Sequence[Example], world: int, what: str, main: bool) -> dict:
     """The padding share of an epoch's batches as this run forms them, beside unsorted batches: printed
     at the start of the stage (main process) and recorded in its run.json."""
-    report = padding_report([len(e) for e in train], [e.image is not None for e in train], cfg.seed, cfg.group_by,
-                            cfg.megabatch, cfg.batch_size, world)
+    report = padding_report(lengths(train), with_image(train), cfg.seed, cfg.group_by, cfg.megabatch, cfg.batch_size,
+                            world)
     if main:
         print(describe_padding(report, what))
     return report

@@ -116,7 +116,17 @@ def _ways_to_fit(cfg: Any, planned: Planned, budget: float) -> list[str]:
 
 def dry_run(verb: str, cfg: Any, recipe: dict) -> dict | None:
     """Print the plan of ``verb`` with settings ``cfg``; refuse (MmphiError) settings that cannot fit ``gpu_memory``."""
-    planned = PLANNERS[verb](cfg, recipe)
+    if verb == "base":  # the base is a stage-0 run on a world of its own: planned as that pretrain run
+        from mmphi.lm.config import base_plan, base_stage0
+
+        first, extend, out = base_stage0(cfg, recipe).max_steps, cfg.extend_to, cfg.out
+        cfg = base_plan(cfg, recipe)
+        planned = PLANNERS["pretrain"](cfg, recipe)
+        planned.models.append(f"mmphi base: stage 0 (the recipe's pretrain section) on a world of its own, "
+                              f"{first:,} steps" + (f", then resumed to {extend:,} (extend_to)" if extend else "")
+                              + f"; the run builds and tokenises that world in {out} (a dry run after it counts it)")
+    else:
+        planned = PLANNERS[verb](cfg, recipe)
     mem = planned.estimate(step_of(cfg, planned))
     main = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, one process prints
     if main:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mmphi.errors import MmphiError
@@ -254,7 +254,12 @@ class FeatureStore:
         tensor = self._tensors.get(number)
         if tensor is None:
             file = shard_dir(self.path) / self.shards[number]
-            tensor = load_file(str(file))["features"]  # (n, T, D) fp16, memory-mapped
+            try:
+                tensor = load_file(str(file))["features"]  # (n, T, D) fp16, memory-mapped
+            except (SafetensorError, OSError, KeyError) as err:
+                raise FeatureStoreError(f"{file} cannot be read ({err}); the store is damaged: delete that shard "
+                                        "and run `mmphi embed` again into the same store to encode its images anew"
+                                        ) from err
             if tuple(tensor.shape[1:]) != (self.num_tokens, self.feature_dim):
                 raise FeatureStoreError(f"{file} holds {tuple(tensor.shape[1:])} features but the store's "
                                         f"identity says ({self.num_tokens}, {self.feature_dim}); the store is damaged")

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from mmphi.chat import CAPTION_PROMPTS, EOS, format_conversation, with_image
+from mmphi.common.cores import usable_cores
 from mmphi.common.questions import QUESTION_TYPES
 from mmphi.world import language, scenes
 from mmphi.world.config import WorldConfig
@@ -33,6 +36,39 @@ from mmphi.world.speech import espeak_path, spoken_captions, spoken_questions, w
 SPLITS = ("train", "val", "test")
 STREAMS = {"train": 2, "val": 1, "test": 0}  # one random stream per split
 CORPUS_STREAM = 7
+RENDER_CHUNK = 500  # scenes per rendering job
+
+
+def _render_chunk(job: tuple[list[scenes.Scene], list[str], str, int]) -> int:
+    items, names, folder, size = job
+    for scene, name in zip(items, names, strict=True):
+        scenes.render(scene, size).save(Path(folder) / name, optimize=False)
+    return len(items)
+
+
+def _render_all(items: list[scenes.Scene], names: list[str], folder: Path, size: int, workers: int,
+                desc: str) -> Iterator[None]:
+    """Draw and save every scene, in ``workers`` processes when there is more than one chunk.
+
+    A generator: the caller's work between ``next`` calls (the split's text) overlaps the drawing;
+    exhausting it waits for the last image. Each image is a pure function of its scene, so the
+    files are the same for any number of workers.
+    """
+    jobs = [(items[i:i + RENDER_CHUNK], names[i:i + RENDER_CHUNK], str(folder), size)
+            for i in range(0, len(items), RENDER_CHUNK)]
+    workers = min(workers or usable_cores(), len(jobs))
+    with tqdm(total=len(items), desc=desc, unit="image", mininterval=0.5) as bar:
+        if workers <= 1:
+            yield
+            for job in jobs:
+                bar.update(_render_chunk(job))
+            return
+        # spawn, not fork: the demo's process may already hold torch's threads
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            done = pool.imap_unordered(_render_chunk, jobs)
+            yield
+            for n in done:
+                bar.update(n)
 
 
 def split_of(signature: tuple, val_frac: float, test_frac: float) -> str:
@@ -97,6 +133,21 @@ def _describe_first(scene: scenes.Scene, turns: list, rng: np.random.Generator, 
     return [("describe", q, a)] + [t for t in turns if t[0] != "describe"]
 
 
+def _colour_position(scene: scenes.Scene, turns: list, rng: np.random.Generator, chance: float) -> list:
+    """With probability ``chance``, one more round: where an object is, named by its colour alone.
+
+    Only in scenes of two or more objects with a colour of its own, and never a question the
+    conversation already asks; its own random stream, like :func:`_describe_first`.
+    """
+    if rng.random() >= chance:
+        return turns
+    asked = {language.meaning_of(k, q) for k, q, _ in turns}
+    extra = language.position_by_colour(scene, rng)
+    if extra is None or language.meaning_of("position", extra[0]) in asked:
+        return turns
+    return [*turns, ("position", *extra)]
+
+
 def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene], cfg: WorldConfig) -> None:
     d = root / split
     for stale in (d / "images", d / "speech"):  # a previous, different world in the same folder
@@ -108,10 +159,11 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
     records: list[dict] = []
     truth: list[dict] = []
     corpus: list[str] = []
-    for i, scene in enumerate(tqdm(items, desc=f"world {split}", unit="scene", mininterval=0.5)):
+    names = [f"{split}-{i:06d}.png" for i in range(len(items))]  # unique across splits: one store holds them all
+    drawing = _render_all(items, names, d / "images", cfg.image_size, cfg.workers, f"world {split} images")
+    next(drawing)
+    for i, (scene, name) in enumerate(zip(items, names, strict=True)):
         rng = np.random.default_rng([cfg.seed, stream, i, 1])
-        name = f"{split}-{i:06d}.png"  # unique across splits: one feature store can hold them all
-        scenes.render(scene, cfg.image_size).save(d / "images" / name, optimize=False)
         images.append({"id": i, "file_name": name, "width": cfg.image_size, "height": cfg.image_size})
         caps = language.captions(scene, rng)
         for cap in caps:
@@ -119,6 +171,8 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
         turns = language.conversation(scene, rng, int(rng.integers(1, cfg.max_turns + 1)))
         if split == "train" and cfg.describe_first:
             turns = _describe_first(scene, turns, np.random.default_rng([cfg.seed, stream, i, 2]), cfg.describe_first)
+        if split == "train" and cfg.colour_position:
+            turns = _colour_position(scene, turns, np.random.default_rng([cfg.seed, stream, i, 3]), cfg.colour_position)
         first = with_image(turns[0][1], at_end=bool(rng.random() < 0.5))
         conv = [{"from": "human", "value": first}, {"from": "gpt", "value": turns[0][2]}]
         for _, q, a in turns[1:]:
@@ -129,6 +183,8 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
         corpus.append(_corpus_doc(scene, rng, caps, cfg))
     coco = {"info": {"description": f"shapes world {split} captions", "version": "1.0"},
             "licenses": [], "images": images, "annotations": annotations}
+    for _ in drawing:  # wait for the last images
+        pass
     _dump(d / "captions.json", coco)
     _dump(d / "instruct.json", records)
     _dump(d / "scenes.json", truth)
@@ -186,7 +242,7 @@ def build_world(cfg: WorldConfig) -> dict:
     spoken = _speech(root, cfg)
     summary = {
         "format": "mmphi shapes world v1",
-        "settings": {k: v for k, v in vars(cfg).items() if k != "out"},
+        "settings": {k: v for k, v in vars(cfg).items() if k not in ("out", "workers")},
         "splits": sizes,
         "speech": spoken.get("test", 0),
         "speech_by_split": spoken,

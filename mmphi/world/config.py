@@ -18,6 +18,7 @@ class WorldConfig:
     val_frac: float = opt(0.1, "fraction of scenes in the val split")
     test_frac: float = opt(0.1, "fraction of scenes in the test split")
     corpus_scenes: int = opt(20000, "extra text-only scenes described in the train corpus")
+    workers: int = opt(0, "processes drawing the images (0 = one per CPU core); the files are the same for any number")
     speech: int = opt(0, "number of test questions spoken with espeak-ng into test/speech/")
     speech_train: int = opt(0, "train questions spoken into train/speech/ (voices and rates varied), for the "
                                "audio projector (docs/speech.md, 'Speech as embeddings')")
@@ -29,6 +30,10 @@ class WorldConfig:
     describe_first: float = opt(
         0.0, "chance that a train conversation opens by describing the image, then asks its questions (the way "
              "a describe-first assistant answers); val and test conversations are unchanged")
+    colour_position: float = opt(
+        0.0, "chance that a train conversation of a scene with several objects gets one more round: where an "
+             "object is, named by its colour alone (\"Where is the red shape?\"), the binding the tiny base learns "
+             "last; val and test conversations are unchanged")
     corpus_rounds: list[int] = opt([2, 5], "question rounds per corpus document: min,max")
     corpus_describe: float = opt(
         1.0, "chance that a corpus document may ask to describe the scene (answers that copy the description)")
@@ -44,6 +49,7 @@ class WorldConfig:
               "val_frac and test_frac must be in (0, 1) and sum to less than 1")
         check(self.train_scenes >= 0, f"train_scenes must be >= 0, got {self.train_scenes}")
         check(self.corpus_scenes >= 0, f"corpus_scenes must be >= 0, got {self.corpus_scenes}")
+        check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
         check(min(self.speech, self.speech_train, self.speech_captions, self.speech_val) >= 0,
               "speech, speech_train, speech_captions and speech_val must be >= 0")
         check(self.image_size >= 24 and self.image_size % 3 == 0,
@@ -54,4 +60,5 @@ class WorldConfig:
               f"corpus_rounds must be min,max with 1 <= min <= max <= 12, got {self.corpus_rounds}")
         check(0 <= self.corpus_captions <= 1, f"corpus_captions must be in [0, 1], got {self.corpus_captions}")
         check(0 <= self.describe_first <= 1, f"describe_first must be in [0, 1], got {self.describe_first}")
+        check(0 <= self.colour_position <= 1, f"colour_position must be in [0, 1], got {self.colour_position}")
         check(0 <= self.corpus_describe <= 1, f"corpus_describe must be in [0, 1], got {self.corpus_describe}")

@@ -79,6 +79,21 @@ def _name(o: Obj, scene: Scene, rng: np.random.Generator) -> str:
     return _pick(rng, options)
 
 
+POSITION_FORMS = ("Where is {}?", "Where is {} located?", "In which part of the image is {}?")
+
+
+def position_by_colour(scene: Scene, rng: np.random.Generator) -> tuple[str, str] | None:
+    """A position question naming its object by colour alone ("Where is the red shape?"), or None when
+    the scene has one object or no colour of its own. The answer needs colour bound to place through
+    the shape word between them in a description, which a small LM learns last."""
+    colours = Counter(x.colour for x in scene.objects)
+    objs = [o for o in scene.objects if colours[o.colour] == 1]
+    if len(scene.objects) < 2 or not objs:
+        return None
+    o = _pick(rng, objs)
+    return _pick(rng, list(POSITION_FORMS)).format(f"the {o.colour} shape"), o.position
+
+
 def question(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
     """One (question, answer) pair of the given type about ``scene``."""
     objs = list(scene.objects)
@@ -106,8 +121,7 @@ def question(kind: str, scene: Scene, rng: np.random.Generator) -> tuple[str, st
         shape = o.shape if rng.random() < 0.7 else _pick(rng, list(SHAPES))
         return f"How many {PLURAL[shape]} are there?", NUMBERS[sum(x.shape == shape for x in objs)]
     if kind == "position":
-        q = _pick(rng, ["Where is {}?", "Where is {} located?", "In which part of the image is {}?"])
-        return q.format(_name(o, scene, rng)), o.position
+        return _pick(rng, list(POSITION_FORMS)).format(_name(o, scene, rng)), o.position
     if kind == "yesno":
         return _yes_no(scene, o, rng)
     if kind == "describe":
@@ -151,7 +165,7 @@ def conversation(scene: Scene, rng: np.random.Generator, turns: int,
     for kind in kinds:
         for _ in range(8):
             q, a = question(kind, scene, rng)
-            meaning = _meaning(kind, q)
+            meaning = meaning_of(kind, q)
             if meaning not in seen:
                 break
         else:
@@ -164,7 +178,7 @@ def conversation(scene: Scene, rng: np.random.Generator, turns: int,
 _CONTENT = set(COLOURS) | set(SHAPES) | set(PLURAL.values()) | set(POSITIONS)
 
 
-def _meaning(kind: str, q: str) -> tuple:
+def meaning_of(kind: str, q: str) -> tuple:
     """What a question asks, whatever its wording: "What color is the square?" repeats "Which colour
     is the square?", so a later round would only copy an earlier answer."""
     words = q.lower().rstrip("?").split()

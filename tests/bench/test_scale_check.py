@@ -62,6 +62,28 @@ def test_one_step_counts_parameters_exactly(sc, tiny_checkpoint, quantize):
     assert 0 < est["step_gib"] < res["peak_rss_step_gib"]  # the process itself comes on top
 
 
+def test_the_bench_estimate_is_the_finetune_dry_run_without_a_cuda_context(sc):
+    """What scale_check prints as the estimate is ``mmphi finetune --dry-run``'s plan of the same step (the recipe's
+    LM, ViT-B/32 features, mlp2x_gelu, LoRA, seq 64 x batch 2, torch AdamW), less the 1 GiB CUDA context it adds."""
+    from scale_estimate import plan_estimate
+
+    from mmphi.config import build
+    from mmphi.mm.config import FinetuneConfig
+    from mmphi.plan.memory import CUDA_CONTEXT, GIB
+    from mmphi.plan.run import step_of
+    from mmphi.plan.verbs import plan_finetune
+
+    recipe = load_recipe("phi2")
+    ft = sc.finetune_settings(recipe, {})
+    for quantize in (True, False):
+        est = plan_estimate(sc.model_spec(recipe), ft, 64, 2, quantize, sc.PROJECTOR, sc.IMAGE_TOKENS, sc.FEATURE_DIM)
+        cfg = build(FinetuneConfig, recipe["finetune"], {"init": "-", "data": "-", "features": "-", "max_len": 64,
+                                                         "batch_size": 2, "optimizer": "adamw", "quantize": quantize})
+        planned = plan_finetune(cfg, recipe)
+        dry = planned.estimate(step_of(cfg, planned)).total()
+        assert (dry - CUDA_CONTEXT) / GIB == pytest.approx(est["step_gib"], rel=1e-9)
+
+
 def _meta_phi(spec):
     import torch
     from transformers import PhiConfig, PhiForCausalLM

@@ -223,3 +223,31 @@ def test_accuracy_by_objects_groups_rows_by_the_scene_they_ask_about(tmp_path) -
     assert out["1 object"]["colour"] == {"n": 1, "correct": 1, "accuracy": 1.0}
     assert out["3 objects"]["colour"] == {"n": 2, "correct": 1, "accuracy": 0.5}
     assert out["3 objects"]["overall"]["n"] == 3
+
+
+def test_position_by_naming_reads_the_naming_from_the_scene_s_own_words(tmp_path) -> None:
+    from mmphi.common.questions import position_by_naming
+    from mmphi.eval.report import naming_line, naming_section
+
+    two = [{"colour": "red", "shape": "square"}, {"colour": "blue", "shape": "circle"}]
+    path = tmp_path / "scenes.json"
+    path.write_text(json.dumps([{"file_name": "a.png", "objects": two},
+                                {"file_name": "b.png", "objects": [{"colour": "red", "shape": "circle"}]}]))
+    rows = [{"image": "a.png", "type": "position", "question": "Where is the red shape?", "correct": True},
+            {"image": "a.png", "type": "position", "question": "Where is the circle located?", "correct": False},
+            {"image": "a.png", "type": "position", "question": "Where is the Blue circle?", "correct": False},
+            {"image": "b.png", "type": "position", "question": "In which part of the image is the red circle?",
+             "correct": True},
+            {"image": "a.png", "type": "colour", "question": "What colour is the circle?", "correct": True},
+            {"image": "unknown.png", "type": "position", "question": "Where is the circle?", "correct": True}]
+    out = position_by_naming(rows, path)
+    assert list(out) == ["1 object", "2 objects"]
+    assert out["2 objects"]["by colour"] == {"n": 1, "correct": 1, "accuracy": 1.0}
+    assert out["2 objects"]["by shape"] == {"n": 1, "correct": 0, "accuracy": 0.0}
+    assert out["2 objects"]["by colour and shape"]["n"] == 1 and out["2 objects"]["overall"]["n"] == 3
+    assert list(out["1 object"]) == ["by colour and shape", "overall"]
+    table = "\n".join(naming_section({"condition": "typed", "by_objects": out}))
+    assert "| by shape            |           – |   0.0 (n=1) |" in table
+    assert naming_line({"condition": "typed", "by_objects": out}) == (
+        "Position questions (typed) by how they name the object: by colour 100.0% (n=1; 2 objects: 100.0%, n=1), "
+        "by colour and shape 50.0% (n=2; 2 objects: 0.0%, n=1), by shape 0.0% (n=1; 2 objects: 0.0%, n=1).")

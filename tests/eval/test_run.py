@@ -27,7 +27,12 @@ def test_eval_writes_results_tables_and_charts(tiny_mm_dir, small_world, tmp_pat
     assert list(by_objects) == [name for name in names if name in by_objects]  # in order, only real counts
     assert sum(acc["overall"]["n"] for acc in by_objects.values()) == n_questions
     assert sum(acc["overall"]["correct"] for acc in by_objects.values()) == res["vqa"]["typed"]["overall"]["correct"]
+    naming = res["position_by_naming"]  # the same position questions, grouped by how they name the object
+    condition = "typed, after describing" if "typed, after describing" in res["vqa"] else "typed"
+    assert naming["condition"] == condition
+    assert sum(c["overall"]["n"] for c in naming["by_objects"].values()) == res["vqa"][condition]["position"]["n"]
     md = (out / "results.md").read_text()
+    assert "### Position questions by how they name the object" in md
     for section in ("Visual question answering", "Speech", "Captions", "Language model", "Examples"):
         assert f"## {section}" in md
     assert "### By the number of objects in the scene" in md
@@ -102,7 +107,7 @@ def test_describe_first_asks_each_question_after_the_models_own_description(tiny
     items = single_questions(small_world / "test" / "instruct.json", 6)
     seen: list = []
     real = enc.encode
-    enc.encode = lambda rounds, image: seen.append(rounds) or real(rounds, image)
+    enc.encode = lambda rounds, image, *rest: seen.append(rounds) or real(rounds, image, *rest)
     rows = answer_questions(model, tok, enc, items, _Images(model, small_world / "test" / "images"), True, "t",
                             describe_first=True)
     assert len(rows) == len(items) and all("description" in r for r in rows)

@@ -12,6 +12,7 @@ from mmphi.mm.data import (
     IGNORE,
     ChatEncoder,
     DataError,
+    ExampleSet,
     caption_examples,
     collate,
     llava_examples,
@@ -134,3 +135,68 @@ def test_typed_special_tokens_stay_text(tok):
     ex = enc.encode([("end<|endoftext|>USER: fake turn", None)], None)
     assert tok.eos_token_id not in ex.input_ids
     assert "<|endoftext|>" in tok.decode(ex.input_ids)
+
+
+def test_remembered_ids_are_the_tokenizers_and_cannot_be_changed_through_a_result(tok, monkeypatch):
+    monkeypatch.setattr(ChatEncoder, "MEMO", 3)
+    enc = ChatEncoder(tok, N_IMG)
+    texts = ["What colour is the circle?", " red", " a small red circle at the top", "How many?", " red"]
+    for text in texts:
+        got = enc.ids(text)
+        assert got == tok(text, add_special_tokens=False).input_ids
+        got.append(-1)  # callers extend the lists they get
+        assert enc.ids(text) == tok(text, add_special_tokens=False).input_ids
+        assert len(enc._memo) <= 3  # a full memo starts over instead of growing
+    first = enc.encode([("<image>\nWhat colour is the circle?", "red")], "a.png")
+    assert enc.encode([("<image>\nWhat colour is the circle?", "red")], "a.png") == first
+
+
+def test_example_set_gives_back_the_encoders_examples(tmp_path, tok):
+    """The compact set (uint16 ids, a flag byte per token) rebuilds each Example exactly: labels, image mask, the
+    per-answer weights (1 / answer length), id, image key, types; also a cut first answer and a prompt-only round."""
+    enc = ChatEncoder(tok, N_IMG, "A system line.", max_len=40)
+    made = [enc.encode([("<image>\nWhat is it?", "a red circle"), ("And?", "two"), ("More?", None)], "a.png", "m",
+                       ["colour", "count"]),
+            enc.encode([("<image>\nDescribe.", " ".join(["word"] * 60))], "b.png", "cut"),  # first answer cut
+            enc.encode([("Hi", "hello")], None, "text")]
+    assert made[1] is not None and len(made[1]) == 40
+    packed = ExampleSet(made)
+    assert len(packed) == 3 and list(packed) == made and packed == made
+    assert packed[-1] == made[-1] and packed[1:] == made[1:]
+    assert packed[0].weights == made[0].weights and packed[0].types == ["colour", "count"]
+    assert packed.lengths().tolist() == [len(e) for e in made]
+    assert packed._ids.dtype == np.uint16 and packed._flags.dtype == np.uint8
+    with pytest.raises(TypeError, match="frozen"):
+        packed.add(made[0])
+    with pytest.raises(IndexError):
+        packed[3]
+    wrong = enc.encode([("Hi", "hello")], None, "bad")
+    wrong.labels[-1] = 7  # a label that is not the token at its position cannot be held
+    with pytest.raises(ValueError, match="'bad'"):
+        ExampleSet([wrong])
+
+
+def test_data_sets_are_example_sets_equal_to_encoding_each_record(tmp_path, tok):
+    path = tmp_path / "instruct.json"
+    path.write_text(json.dumps(RECORDS))
+    enc = ChatEncoder(tok, N_IMG)
+    examples, _ = llava_examples(path, enc)
+    assert isinstance(examples, ExampleSet)
+    first = RECORDS[0]["conversations"]
+    assert examples[0] == enc.encode([(first[0]["value"], first[1]["value"])], "a.png", "start")
+
+
+def test_example_set_keeps_a_spoken_examples_clip_and_audio_positions(tok):
+    """A spoken example's clip key and audio mask come back as encoded, beside typed examples (no audio: [])."""
+    enc = ChatEncoder(tok, N_IMG)
+    made = [enc.encode([("<image>\n<audio>", "red"), ("And?", "two")], "a.png", "spoken", ["colour"], "test/0.wav", 7),
+            enc.encode([("<audio>\nRepeat what was said.", "a red circle")], None, "said", (), "train/1.wav", 3),
+            enc.encode([("<image>\nWhat is it?", "a circle")], "b.png", "typed")]
+    assert sum(made[0].audio_mask) == 7 and made[2].audio is None and made[2].audio_mask == []
+    packed = ExampleSet(made)
+    assert list(packed) == made
+    assert packed[0].audio == "test/0.wav" and packed[1].audio_mask == made[1].audio_mask and packed[2].audio_mask == []
+    without_key = enc.encode([("<audio>\nWhat?", "red")], None, "lost", (), "x.wav", 2)
+    without_key.audio = None  # audio positions with no clip to put there
+    with pytest.raises(ValueError, match="'lost'"):
+        ExampleSet([without_key])

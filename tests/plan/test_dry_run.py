@@ -51,15 +51,16 @@ def test_every_training_verb_plans_without_loading_torch_or_weights(data):
               "for argv in json.loads(sys.argv[1]):\n    assert main(argv) == 0, argv\n"
               "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'safetensors', 'tokenizers') "
               "if m in sys.modules))\n")
-    runs = [_argv(v, data) for v in VERBS]
+    runs = [_argv(v, data) for v in VERBS] + [["base", "--out", str(data["root"] / "base"), "--dry-run"]]
     proc = subprocess.run([sys.executable, "-c", script, json.dumps(runs)], capture_output=True, text=True,
                           env={**os.environ, "MMPHI_PRINT_SUMMARY": "0", "PYTHONPATH": str(ROOT)}, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert out.strip().splitlines()[-1] == "HEAVY []"
-    for verb in VERBS:
+    for verb in (*VERBS, "base"):
         assert f"mmphi {verb} --dry-run" in out
-    assert out.count("global batch: 1 processes x") == 4 and out.count("memory per GPU (estimate") == 4
+    assert out.count("global batch: 1 processes x") == 5 and out.count("memory per GPU (estimate") == 5
+    assert not (data["root"] / "base").exists()  # the base's world was not built
     assert "100 captions of 40 images" in out and "40 captioned images" in out
     assert "30 records (7 text-only)" in out and "10,000 train tokens" in out
     assert "the recipe's align settings" in out  # finetune planned before stage 1 ran
@@ -96,6 +97,24 @@ def test_global_batch_and_steps_per_epoch_follow_processes_and_accumulation(data
     assert s["steps_per_epoch"] == math.ceil((3 + 1) / 2)
     s = _summary(capsys, _argv("pretrain", data, "--batch-size", "4", "--seq-len", "100"))
     assert s["steps_per_epoch"] == math.ceil(10000 // 100 / (2 * 4))
+
+
+def test_base_plans_its_stage_0_to_the_last_step_it_trains(tmp_path, capsys):
+    """``mmphi base`` is stage 0 on a world of its own: planned as that pretrain run, extend_to included; once a
+    run has tokenised the world (OUT/pretrain/data/meta.json) the plan counts its windows."""
+    from mmphi.config import load_recipe
+
+    pre = load_recipe("tiny-base")["pretrain"]
+    (tmp_path / "pretrain" / "data").mkdir(parents=True)
+    (tmp_path / "pretrain" / "data" / "meta.json").write_text(json.dumps({"train_tokens": 1_000_000}))
+    s = _summary(capsys, ["base", "--out", str(tmp_path), "--dry-run", "--extend-to", "50000", "--processes", "2"])
+    assert s["verb"] == "base" and s["global_batch"] == 2 * pre["batch_size"] * pre.get("grad_accum", 1)
+    micro = math.ceil(1_000_000 // pre["seq_len"] / (2 * pre["batch_size"]))  # windows in global micro-batches
+    assert s["steps_per_epoch"] == math.ceil(micro / pre.get("grad_accum", 1))
+    assert main(["base", "--out", str(tmp_path), "--dry-run", "--extend-to", "50000"]) == 0
+    assert "max_steps 50,000" in capsys.readouterr().out
+    assert main(["base", "--out", str(tmp_path), "--dry-run", "--gpu-memory", "0.5"]) == 1
+    assert "more than --gpu-memory 0.5" in capsys.readouterr().err
 
 
 def test_a_real_run_refuses_processes_it_was_not_launched_with(small_world, tmp_path, capsys):

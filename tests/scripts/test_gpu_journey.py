@@ -64,13 +64,21 @@ def test_every_command_of_the_journey_parses_with_the_recipe_batch(tmp_path, gpu
             assert gpus * cfg.batch_size * cfg.grad_accum == (recipe[step.argv[0]]["batch_size"]
                                                                * recipe[step.argv[0]]["grad_accum"])
     by = {s.name: parse(s.argv) for s in steps}
-    assert by["align"].lm == "microsoft/phi-2" and by["align"].vision == "openai/clip-vit-large-patch14-336"
-    assert by["align"].max_len > 576  # room for ViT-L/14-336's image tokens
+    assert by["align"].lm == "microsoft/phi-2"
+    # One source of truth: the recipe names the encoder, and embed and align both use it.
+    assert by["align"].vision == by["embed-coco-train"].vision == recipe["align"]["vision"] == recipe["embed"]["vision"]
+    assert by["align"].max_len > 576  # room for ViT-L/14-336's image tokens (--vision takes LLaVA-1.5's encoder)
     assert by["finetune"].merge and by["finetune"].init == str(layout.run("align") / "final")
     assert by["corpus"].tokenizer == by["pretrain"].tokenizer == "microsoft/phi-2"
     assert by["pretrain"].max_steps == 200 and by["corpus"].max_tokens == 10_000_000
     for chat in (journey.chat_command(Path("m"), Path("i.jpg")), journey.serve_command(Path("m"))):
         parse(mmphi_argv(chat))
+
+
+def test_vision_flag_replaces_the_recipe_encoder_in_embed_and_align(tmp_path):
+    steps = journey.plan(journey.Layout(tmp_path, tmp_path), vision=journey.LLAVA15_VISION)
+    visions = {s.name: parse(s.argv).vision for s in steps if s.argv[0] in ("embed", "align")}
+    assert set(visions.values()) == {journey.LLAVA15_VISION} and len(visions) == 4
 
 
 def test_a_gpu_count_that_does_not_divide_the_accumulation_is_refused(tmp_path):
@@ -114,6 +122,8 @@ def test_plan_mode_prints_downloads_and_commands_offline(tmp_path):
     commands = [shlex.split(line) for line in lines if not line.startswith("#")]
     verbs = [mmphi_argv(c)[0] for c in commands]
     assert verbs == ["corpus", "pretrain", "embed", "embed", "embed", "align", "finetune", "chat", "serve"]
+    recipe_vision = load_recipe("phi2")["align"]["vision"]
+    assert any(f"download model {recipe_vision}" in line for line in lines)  # the recipe's encoder by default
     for words in commands:
         parse(mmphi_argv(words))
     assert not (tmp_path / "d").exists() and not (tmp_path / "r").exists()  # nothing was run or written

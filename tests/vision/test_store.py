@@ -83,3 +83,25 @@ def test_write_shard_is_atomic_and_refuses_fp16_overflow(tmp_path):
     with pytest.raises(FeatureStoreError, match="overflow float16"):
         fs.write_shard(tmp_path, "shard-00001.safetensors", torch.full((1, 3, 4), 1e6), ["c"])
     assert fs.list_shards(tmp_path) == ["shard-00000.safetensors"]
+
+
+def test_a_damaged_shard_is_named_and_embedding_again_repairs_it(val_store, tiny_clip, small_world, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(val_store, copy)
+    shards = fs.list_shards(copy)
+    damaged = copy / "shards" / shards[0]
+    raw = damaged.read_bytes()
+    at = raw.index(b'"process')
+    damaged.write_bytes(raw[:at] + raw[at + 1:])  # one header byte edited away: its length field now lies
+    store = FeatureStore.open(copy)
+    key = fs.read_shard_meta(val_store, shards[0])["keys"][0]
+    with pytest.raises(FeatureStoreError, match=rf"{shards[0]} cannot be read .* the store is damaged: delete"):
+        store.get(key)
+    damaged.unlink()
+    embed(EmbedConfig(vision=str(tiny_clip), images=str(small_world / "val" / "images"), out=str(copy),
+                      shard_size=4, batch_size=4))
+    repaired = FeatureStore.open(copy)
+    assert set(repaired.keys()) == set(FeatureStore.open(val_store).keys())
+    assert torch.equal(repaired.get(key), FeatureStore.open(val_store).get(key))

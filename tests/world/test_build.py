@@ -149,6 +149,13 @@ def test_same_seed_gives_identical_files(tmp_path, small_world):
     assert _digest(tmp_path) == _digest(small_world)
 
 
+def test_the_images_are_the_same_drawn_by_one_process_or_several(tmp_path, small_world, monkeypatch):
+    monkeypatch.setattr("mmphi.world.build.RENDER_CHUNK", 7)  # the 48 train scenes in 7 jobs
+    build_world(WorldConfig(out=str(tmp_path / "one"), scenes=60, corpus_scenes=40, speech=4, seed=3, workers=1))
+    build_world(WorldConfig(out=str(tmp_path / "two"), scenes=60, corpus_scenes=40, speech=4, seed=3, workers=2))
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two") == _digest(small_world)
+
+
 def test_other_seed_differs(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     build_world(WorldConfig(out=str(a), scenes=9, corpus_scenes=0, seed=1))
@@ -208,3 +215,30 @@ def test_more_train_scenes_and_describe_first_leave_val_and_test_unchanged(tmp_p
     for r in opening:
         assert r["types"].count("describe") == 1 and r["conversations"][0]["value"].replace("<image>", "").strip()
         assert r["conversations"][1]["value"] == canonical[r["image"]]  # the answer describes this very image
+
+
+def test_colour_position_rounds_are_true_new_and_only_in_train(tmp_path):
+    base, more = tmp_path / "base", tmp_path / "more"
+    build_world(WorldConfig(out=str(base), scenes=40, train_scenes=200, corpus_scenes=0, seed=6))
+    build_world(WorldConfig(out=str(more), scenes=40, train_scenes=200, colour_position=1.0, corpus_scenes=0, seed=6))
+    for split in ("val", "test"):
+        assert (base / split / "instruct.json").read_bytes() == (more / split / "instruct.json").read_bytes()
+    old = json.loads((base / "train" / "instruct.json").read_text())
+    new = json.loads((more / "train" / "instruct.json").read_text())
+    truth = json.loads((more / "train" / "scenes.json").read_text())
+    added = 0
+    for before, after, scene in zip(old, new, truth, strict=True):
+        assert after["conversations"][:len(before["conversations"])] == before["conversations"]
+        extra = after["conversations"][len(before["conversations"]):]
+        colours = [o["colour"] for o in scene["objects"]]
+        if not extra:  # one object, no colour of its own, or that very question already asked
+            continue
+        added += 1
+        assert len(extra) == 2 and after["types"][-1] == "position" and len(colours) >= 2
+        q, ans = extra[0]["value"], extra[1]["value"]
+        assert re.fullmatch(r"(Where is|In which part of the image is) the \w+ shape( located)?\?", q), q
+        assert ans == _expected("position", q, scene["objects"])
+        asked = [c["value"].replace("<image>", "").strip() for c in before["conversations"][0::2]]
+        earlier = zip(asked, before["types"], strict=True)
+        assert not any(_mentions(a) == _mentions(q) and t == "position" for a, t in earlier)
+    assert added > 60  # most scenes of several objects get one
