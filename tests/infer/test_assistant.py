@@ -37,7 +37,7 @@ def test_streaming_equals_non_streaming_greedy(assistant, scene):
 def test_kv_cache_and_full_recomputation_give_the_same_greedy_tokens(assistant, scene):
     from mmphi.infer.generate import greedy_by_recomputing, stream_tokens
 
-    rounds, image, _, _ = assistant._rounds([Message("user", "Describe the image.", image=scene)])
+    rounds, image, _, _, _ = assistant._rounds([Message("user", "Describe the image.", image=scene)])
     ex, _ = assistant._fit(rounds, 0, 100)
     embeds = assistant._embeds(ex, image)
     params = GenerationParams(max_new_tokens=10, min_new_tokens=10)
@@ -49,7 +49,7 @@ def test_kv_cache_and_full_recomputation_give_the_same_greedy_tokens(assistant, 
 def test_multi_turn_history_is_in_the_prompt(assistant, scene):
     history = [Message("user", "What colour is the circle?", image=scene), Message("assistant", "red"),
                Message("user", "And the square?")]
-    rounds, _, _, _ = assistant._rounds(history)
+    rounds, _, _, _, _ = assistant._rounds(history)
     ex, _ = assistant._fit(rounds, 0, 100)
     text = assistant.tokenizer.decode(ex.input_ids)
     assert text.endswith("ASSISTANT: red<|endoftext|>USER: And the square? ASSISTANT:")
@@ -174,8 +174,8 @@ def test_describe_first_answers_after_the_models_own_description(tiny_mm_dir, sc
                         real(embeds, *a, **k))
     encoded = []
     real_encode = describing.encoder.encode
-    monkeypatch.setattr(describing.encoder, "encode", lambda rounds, image: encoded.append(list(rounds)) or
-                        real_encode(rounds, image))
+    monkeypatch.setattr(describing.encoder, "encode", lambda rounds, image, *rest: encoded.append(list(rounds)) or
+                        real_encode(rounds, image, *rest))
     params = GenerationParams(max_new_tokens=4)
     events = list(describing.stream([Message("user", "What colour is the circle?", image=scene)], params))
     kinds = [e.kind for e in events]

@@ -33,7 +33,7 @@ def prompts(assistant, small_world):
         msgs = [Message("user", q, image=images[i % len(images)] if i % 3 else None)]
         if i % 5 == 4:
             msgs = [Message("user", "Look.", image=images[0]), Message("assistant", "I see shapes."), msgs[-1]]
-        rounds, image, _, _ = assistant._rounds(msgs)
+        rounds, image, _, _, _ = assistant._rounds(msgs)
         ex, _ = assistant._fit(rounds, 0 if image is not None else None, 100)
         out.append(assistant._embeds(ex, image))
     assert len({p.shape[1] for p in out}) >= 6  # the prompts really differ in length: padding is exercised
