@@ -153,6 +153,7 @@ def _write_split(root: Path, split: str, stream: int, items: list[scenes.Scene],
     for stale in (d / "images", d / "speech"):  # a previous, different world in the same folder
         if stale.is_dir():
             shutil.rmtree(stale)
+    (d / "speech.json").unlink(missing_ok=True)  # the listing of the clips just removed
     (d / "images").mkdir(parents=True)
     images: list[dict] = []
     annotations: list[dict] = []

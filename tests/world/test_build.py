@@ -163,6 +163,13 @@ def test_other_seed_differs(tmp_path):
     assert _digest(a) != _digest(b)
 
 
+def test_a_world_rebuilt_without_speech_lists_no_clips(tmp_path):
+    build_world(WorldConfig(out=str(tmp_path), scenes=30, corpus_scenes=0, speech=2, speech_val=1, seed=5))
+    assert (tmp_path / "test" / "speech.json").exists() and (tmp_path / "val" / "speech.json").exists()
+    build_world(WorldConfig(out=str(tmp_path), scenes=30, corpus_scenes=0, seed=5))
+    assert not list(tmp_path.glob("*/speech.json")) and not list(tmp_path.glob("*/speech"))
+
+
 def test_missing_espeak_is_a_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("mmphi.world.speech.shutil.which", lambda name: None)
     code = main(["world", "--out", str(tmp_path / "w"), "--scenes", "9", "--speech", "2"])
