@@ -14,9 +14,10 @@ import mmphi
 LAYERS = (
     ("errors", "quiet"),
     ("config", "chat", "common", "bundled"),
-    ("tokenizer", "world", "train", "audio"),
+    ("tokenizer", "world", "train"),
     ("lm",),
     ("vision",),
+    ("audio",),  # above vision: the audio feature store is written with the image store's shard helpers
     ("mm",),
     ("infer", "plan"),
     ("eval", "serve"),
