@@ -44,6 +44,8 @@ class SpeechAlignConfig(SpeechStageArgs):
 
 @dataclass
 class SpeechFinetuneConfig(SpeechStageArgs):
+    features: str = opt("", "feature store of the world's images (from `mmphi embed`): the spoken and typed "
+                            "conversations' images, and the closing spoken val VQA", required=True)
     typed_per_spoken: float = opt(2.0, "typed conversations of the world's train split mixed in per spoken one, so "
                                        "the adapter keeps answering typed (and transcribed) questions")
     projector_lr: float = opt(0.0, "learning rate of the audio projector; 0 = same as lr")
