@@ -77,7 +77,7 @@ VERBS: dict[str, Verb] = {
                   "OpenAI-compatible HTTP API: /v1/chat/completions (images, audio, streaming), /v1/models, /health"),
     "demo": Verb("mmphi.demo.config:DemoConfig", "mmphi.demo.run:run_demo",
                  "the whole journey end to end on the embedded shapes world, then a report (--recipe tiny: "
-                 "about 15 minutes on 2 CPU cores; tiny-full: about 84, for the accuracy the tiny model reaches)"),
+                 "about 12 minutes on 2 CPU cores; tiny-full: about 84, for the accuracy the tiny model reaches)"),
 }
 
 
