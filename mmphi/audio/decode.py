@@ -119,10 +119,12 @@ def _decode(file: BinaryIO, what: str, head: bytes, size: int, max_seconds: floa
         hinted = container.duration / av.time_base if container.duration else 0.0
         samples = _decode_stream(container, stream, what, max_seconds, hinted)
         fmt = container.format.name
+        # read while the container is open: PyAV 18 refuses a closed container's stream attributes
+        stream_s = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
     if samples.size == 0:
         raise AudioError(f"{what} contains no audio samples (the header is there but the audio data is missing)")
     decoded_s = samples.size / SAMPLE_RATE
-    declared_s = _declared_seconds(fmt, stream, head, size, decoded_s)
+    declared_s = _declared_seconds(fmt, stream_s, head, size, decoded_s)
     if declared_s is not None and decoded_s < declared_s * (1 - _TRUNCATION_SLACK_FRAC) - _TRUNCATION_SLACK_S:
         raise AudioError(f"{what} is truncated: its header says {declared_s:.2f} s of audio but only "
                          f"{decoded_s:.2f} s is present (was the file or upload cut off?)")
@@ -160,8 +162,10 @@ def _decode_stream(container: av.container.InputContainer, stream: av.AudioStrea
     return samples
 
 
-def _declared_seconds(fmt: str, stream: av.AudioStream, head: bytes, size: int, decoded_s: float) -> float | None:
+def _declared_seconds(fmt: str, stream_s: float | None, head: bytes, size: int, decoded_s: float) -> float | None:
     """How long the file's own header says the audio is, when the header says so exactly; else None.
+
+    ``stream_s``: the audio stream's own duration as FFmpeg read it from the header (None if unknown).
 
     FFmpeg re-estimates a WAV's length from the file size, so for WAV we read the RIFF ``data``
     chunk size ourselves. For MP3 only a Xing/Info/VBRI frame states the length (without one,
@@ -176,9 +180,7 @@ def _declared_seconds(fmt: str, stream: av.AudioStream, head: bytes, size: int, 
             return decoded_s * promised[0] / available
         return None
     exact = "flac" in names or ("mp3" in names and any(tag in head for tag in (b"Xing", b"Info", b"VBRI")))
-    if exact and stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return None
+    return stream_s if exact else None
 
 
 def _wav_data_bytes(head: bytes) -> tuple[int, int] | None:
