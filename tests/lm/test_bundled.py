@@ -70,8 +70,8 @@ def _world_ids(world, tok) -> tuple[set[int], set[int]]:
         corpus = tok((world / split / "corpus.txt").read_text(), add_special_tokens=False).input_ids
         read |= set(corpus)
         predicted |= set(corpus)
-        for ex in caption_examples(world / split / "captions.json", enc) + \
-                llava_examples(world / split / "instruct.json", enc)[0]:
+        for ex in [*caption_examples(world / split / "captions.json", enc),
+                   *llava_examples(world / split / "instruct.json", enc)[0]]:
             read |= {i for i, m in zip(ex.input_ids, ex.image_mask, strict=True) if not m}
             predicted |= {i for i in ex.labels if i >= 0}
     return read, predicted
