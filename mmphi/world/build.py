@@ -227,6 +227,12 @@ def _speech(root: Path, cfg: WorldConfig) -> int:
     return len(items)
 
 
+def recorded_settings(cfg: WorldConfig) -> dict:
+    """The settings a world's world.json records: all but where it is written and how many processes drew it
+    (neither changes a file), so equal settings mean the same files."""
+    return {k: v for k, v in vars(cfg).items() if k not in ("out", "workers")}
+
+
 def build_world(cfg: WorldConfig) -> dict:
     """Generate the world into ``cfg.out``; returns the summary also written to world.json."""
     if cfg.speech:
@@ -241,7 +247,7 @@ def build_world(cfg: WorldConfig) -> dict:
     n_speech = _speech(root, cfg) if cfg.speech else 0
     summary = {
         "format": "mmphi shapes world v1",
-        "settings": {k: v for k, v in vars(cfg).items() if k not in ("out", "workers")},
+        "settings": recorded_settings(cfg),
         "splits": sizes,
         "speech": n_speech,
         "shapes": list(scenes.SHAPES), "colours": list(scenes.COLOURS), "positions": list(scenes.POSITIONS),
