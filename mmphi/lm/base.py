@@ -33,11 +33,11 @@ FORMAT = "mmphi bundled model v1"
 
 def _world(settings: dict, out: Path) -> Path:
     """Build the world unless the folder already holds one made with the same settings (resume)."""
-    from mmphi.world.build import build_world
+    from mmphi.world.build import build_world, recorded_settings
 
     cfg = build(WorldConfig, settings, {"out": str(out)})
     summary = out / "world.json"
-    wanted = {k: v for k, v in vars(cfg).items() if k != "out"}
+    wanted = recorded_settings(cfg)
     if not summary.exists() or json.loads(summary.read_text()).get("settings") != wanted:
         build_world(cfg)
     return out

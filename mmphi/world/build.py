@@ -229,6 +229,12 @@ def _speech(root: Path, cfg: WorldConfig) -> dict[str, int]:
     return counts
 
 
+def recorded_settings(cfg: WorldConfig) -> dict:
+    """The settings a world's world.json records: all but where it is written and how many processes drew it
+    (neither changes a file), so equal settings mean the same files."""
+    return {k: v for k, v in vars(cfg).items() if k not in ("out", "workers")}
+
+
 def build_world(cfg: WorldConfig) -> dict:
     """Generate the world into ``cfg.out``; returns the summary also written to world.json."""
     if cfg.speech or cfg.speech_train or cfg.speech_captions or cfg.speech_val:
@@ -243,7 +249,7 @@ def build_world(cfg: WorldConfig) -> dict:
     spoken = _speech(root, cfg)
     summary = {
         "format": "mmphi shapes world v1",
-        "settings": {k: v for k, v in vars(cfg).items() if k not in ("out", "workers")},
+        "settings": recorded_settings(cfg),
         "splits": sizes,
         "speech": spoken.get("test", 0),
         "speech_by_split": spoken,

@@ -151,6 +151,8 @@ def test_the_command_that_makes_the_base_reproduces_it_at_a_small_step_count(tmp
     assert facts["live_vocab"] == len(live_vocab(lm)) == len(set(corpus.tolist()) | {EOS_ID})
     assert {"train", "val"} <= set(json.loads((model / "curve.json").read_text()))
     # Run again: the world and the finished stage 0 are reused, the folder rewritten the same way.
+    drawn = (out / "world" / "world.json").stat().st_mtime_ns
     assert main(["base", "--out", str(out), "--max-steps", "30", "--scenes", "300", "--corpus-scenes", "300",
                  "--extend-to", "40", "--check-scenes", "300", "--check-questions", "20"]) == 0
     assert json.loads((model / "bundle.json").read_text())["sha256"] == facts["sha256"]
+    assert (out / "world" / "world.json").stat().st_mtime_ns == drawn  # not drawn again
