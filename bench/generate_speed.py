@@ -47,7 +47,7 @@ def measure(assistant: Assistant, tokens: int, repeats: int, history_rounds: int
         history += [Message("user", "And again, what do you see?"),
                     Message("assistant", "A small red circle on the left and a large blue square at the top.")]
     history.append(Message("user", "Describe the image in detail."))
-    rounds, image, _, _ = assistant._rounds(history)
+    rounds, image, _, _, _ = assistant._rounds(history)  # no audio here
     ex, _ = assistant._fit(rounds, 0, assistant.context - tokens)
     embeds = assistant._embeds(ex, image)
     # A fixed number of tokens for both (EOS suppressed), so the work is identical.
