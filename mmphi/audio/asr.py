@@ -190,12 +190,8 @@ class Transcriber:
         Raises :class:`AudioError` for unusable input (see :func:`load_audio`) and
         :class:`NoSpeechError` when the audio holds no speech.
         """
-        samples = load_audio(audio, max_seconds=self.max_seconds)
+        samples = load_speech(audio, self.max_seconds)
         duration = samples.size / SAMPLE_RATE
-        peak = float(np.abs(samples).max())
-        if peak < _SILENCE_PEAK:
-            raise NoSpeechError(f"no speech detected in the audio ({duration:.1f} s of silence, "
-                                f"peak level {_dbfs(peak)})")
         with self._lock:
             start = time.perf_counter()  # after the wait for the lock: elapsed_s is this request's own time
             try:
@@ -299,6 +295,16 @@ def _why_empty(duration: float, kept_s: float, vad: bool) -> str:
     if vad and not kept_s:
         return f"voice activity detection found no speech in {duration:.1f} s of audio"
     return f"the model recognised no words in {duration:.1f} s of audio"
+
+
+def load_speech(audio: AudioSource, max_seconds: float) -> np.ndarray:
+    """16 kHz mono samples of ``audio`` (see :func:`load_audio`), or :class:`NoSpeechError` if it is silent."""
+    samples = load_audio(audio, max_seconds=max_seconds)
+    peak = float(np.abs(samples).max())
+    if peak < _SILENCE_PEAK:
+        raise NoSpeechError(f"no speech detected in the audio ({samples.size / SAMPLE_RATE:.1f} s of silence, "
+                            f"peak level {_dbfs(peak)})")
+    return samples
 
 
 def _dbfs(peak: float) -> str:

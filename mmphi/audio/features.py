@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from mmphi.audio.asr import _SILENCE_PEAK, WINDOW_S, NoSpeechError, _dbfs, resolve_device, resolve_model
-from mmphi.audio.decode import SAMPLE_RATE, AudioSource, load_audio
+from mmphi.audio.asr import WINDOW_S, NoSpeechError, load_speech, resolve_device, resolve_model
+from mmphi.audio.decode import SAMPLE_RATE, AudioSource
 from mmphi.common.cores import usable_cores
 from mmphi.errors import MmphiError
 
@@ -88,12 +88,8 @@ class AudioEncoder:
 
     def speech(self, audio: AudioSource) -> np.ndarray:
         """The samples of ``audio`` from its first to its last speech (VAD), or an error if there is none."""
-        samples = load_audio(audio, max_seconds=self.max_seconds)
+        samples = load_speech(audio, self.max_seconds)
         duration = samples.size / SAMPLE_RATE
-        peak = float(np.abs(samples).max())
-        if peak < _SILENCE_PEAK:
-            raise NoSpeechError(f"no speech detected in the audio ({duration:.1f} s of silence, peak level "
-                                f"{_dbfs(peak)})")
         if not self.vad:
             return samples
         found = get_speech_timestamps(samples, VadOptions())

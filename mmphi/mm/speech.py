@@ -187,14 +187,8 @@ def speech_align(cfg: SpeechAlignConfig) -> dict:
                             flops_per_token(model.lm, trainable_body=False), save_final, group_by="length",
                             audio_store=clips)
     facts = {"verb": "speech-align", "train_examples": len(train), "settings": vars(cfg)}
-    result = fit(task, model, cfg, run, facts)
-    summary: dict[str, Any] = dict(result)
-    vqa = _val_vqa(cfg, model, tokenizer, enc, clips)
-    if vqa:
-        summary["val_vqa"] = vqa
-    run.plot_loss("speech stage 1: audio projector alignment (model frozen)")
-    run.write_json("summary.json", summary)
-    return summary
+    return _fit_and_report(task, model, cfg, run, facts, (tokenizer, enc, clips),
+                           "speech stage 1: audio projector alignment (model frozen)")
 
 
 def _trainable_lm(init: str, spec: dict, quantize: bool):
@@ -254,11 +248,16 @@ def speech_finetune(cfg: SpeechFinetuneConfig) -> dict:
                             flops_per_token(lm, trainable_body=False), save_final, audio_store=clips)
     facts = {"verb": "speech-finetune", "train_examples": len(train), "spoken_examples": len(spoken),
              "typed_examples": n_typed, "settings": vars(cfg)}
-    result = fit(task, model, cfg, run, facts)
-    summary: dict[str, Any] = dict(result)
-    vqa = _val_vqa(cfg, model, tokenizer, enc, clips)
+    return _fit_and_report(task, model, cfg, run, facts, (tokenizer, enc, clips),
+                           "speech stage 2: LoRA + audio projector on spoken and typed questions")
+
+
+def _fit_and_report(task, model, cfg, run, facts: dict, reading: tuple, title: str) -> dict:
+    """Train, answer the spoken val questions through the embeddings, plot and write summary.json."""
+    summary: dict[str, Any] = dict(fit(task, model, cfg, run, facts))
+    vqa = _val_vqa(cfg, model, *reading)
     if vqa:
         summary["val_vqa"] = vqa
-    run.plot_loss("speech stage 2: LoRA + audio projector on spoken and typed questions")
+    run.plot_loss(title)
     run.write_json("summary.json", summary)
     return summary
